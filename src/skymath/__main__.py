@@ -1,0 +1,5 @@
+import sys
+
+from skymath.cli import main
+
+sys.exit(main())

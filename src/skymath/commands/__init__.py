@@ -1,0 +1,1 @@
+"""CLI subcommands, discovered by skymath.cli: each module defines `register(subparsers)`."""
