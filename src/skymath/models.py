@@ -55,9 +55,24 @@ def tiny_model_dir(cache: Path | None = None) -> Path:
     return target
 
 
-def resolve_model(ref: str | Path) -> str:
-    """A path or hub name usable by `from_pretrained` / vLLM / `transformers serve`."""
+def stage_model_dir(run_root: str | Path, stage: str) -> Path:
+    """Where a training stage saves its final model: runs/<run>/stages/<stage>/model."""
+    return Path(run_root) / "stages" / stage / "model"
+
+
+def resolve_model(ref: str | Path, run_root: str | Path | None = None) -> str:
+    """A path or hub name usable by `from_pretrained` / vLLM / `transformers serve`.
+
+    `tiny:smollm2` -> the converted SmolLM2 copy; `stage:NAME` -> the model that training
+    stage NAME saved in this run (needs run_root)."""
     ref_s = str(ref)
     if ref_s in TINY_ALIASES:
         return str(tiny_model_dir())
+    if ref_s.startswith("stage:"):
+        if run_root is None:
+            raise UserError(f"model {ref_s!r}: a stage reference needs a run directory")
+        d = stage_model_dir(run_root, ref_s.split(":", 1)[1])
+        if not (d / "config.json").exists():
+            raise UserError(f"model {ref_s!r}: {d} holds no saved model (has that stage completed?)")
+        return str(d)
     return ref_s

@@ -108,19 +108,23 @@ def _line_of(data: Any, loc: tuple) -> int | None:
 
 
 def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
-    """The field names valid at the parent of loc (walking nested models)."""
+    """The field names valid at the parent of loc (walking nested models and dict values)."""
+    import typing
+
     current: Any = model
+    skip_key = False
     for part in loc[:-1]:
-        if isinstance(part, int) or current is None:
+        if isinstance(part, int):
+            continue
+        if skip_key:  # a key of a dict[str, Model] field
+            skip_key = False
             continue
         fields = getattr(current, "model_fields", None)
-        if fields is None:
+        if not fields or part not in fields:
             return []
-        f = fields.get(part)
-        if f is None:
-            # dict[str, Model] values
-            return []
-        current = _model_of(f.annotation)
+        ann = fields[part].annotation
+        skip_key = typing.get_origin(ann) is dict
+        current = _model_of(ann)
     fields = getattr(current, "model_fields", None)
     return list(fields) if fields else []
 

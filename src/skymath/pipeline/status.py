@@ -64,7 +64,7 @@ def render_status(stages: list[StageStatus]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=max(120, Console().width))
     table = Table(title="skymath status")
     for col in ("stage", "kind", "shape", "shards", "done", "running", "pending", "failed", "missing"):
         table.add_column(col, justify="right" if col not in ("stage", "kind", "shape") else "left")

@@ -1,0 +1,1 @@
+"""Seed and benchmark loaders (local JSONL files, or HF datasets / paths on a cluster)."""
