@@ -66,7 +66,9 @@ def run_shard(run_root: str | Path, stage: str, shard: int, force: bool = False)
         print(f"[skymath] {stage}[{shard}] already done", file=sys.stderr)
         return 0
 
-    lock_path = run.shard_path(stage, shard, ".lock")
+    # under torchrun every rank runs this worker: only rank 0 holds the shard lock and writes markers
+    rank = int(os.environ.get("RANK", "0"))
+    lock_path = run.shard_path(stage, shard, ".lock" if rank == 0 else f".lock.rank{rank}")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     lock_f = open(lock_path, "a")
     try:
@@ -108,6 +110,8 @@ def run_shard(run_root: str | Path, stage: str, shard: int, force: bool = False)
         if service:
             print(f"[skymath] {stage}[{shard}] service stopped", file=sys.stderr)
             return 0
+        if rank != 0:
+            return 0
         run.mark_done(stage, shard, info)
         after = getattr(mod, "after_shard_done", None)
         if after is not None:
@@ -119,13 +123,15 @@ def run_shard(run_root: str | Path, stage: str, shard: int, force: bool = False)
     except Stopped as e:
         for w in ctx.writers:
             w.abort()
-        run.mark_failed(stage, shard, f"stopped by {e}", **job)
+        if rank == 0:
+            run.mark_failed(stage, shard, f"stopped by {e}", **job)
         print(f"[skymath] {stage}[{shard}] stopped; partial output kept for resume", file=sys.stderr, flush=True)
         return EXIT_STOPPED
     except UserError as e:
         for w in ctx.writers:
             w.abort()
-        run.mark_failed(stage, shard, str(e), **job)
+        if rank == 0:
+            run.mark_failed(stage, shard, str(e), **job)
         print(f"skymath: error: {e}", file=sys.stderr, flush=True)
         return 2
     except Exception as e:  # noqa: BLE001 - record any stage failure in the marker
@@ -133,7 +139,8 @@ def run_shard(run_root: str | Path, stage: str, shard: int, force: bool = False)
             w.abort()
         tb = traceback.format_exc()
         print(tb, file=sys.stderr, flush=True)
-        run.mark_failed(stage, shard, f"{type(e).__name__}: {e}", traceback=tb[-4000:], **job)
+        if rank == 0:
+            run.mark_failed(stage, shard, f"{type(e).__name__}: {e}", traceback=tb[-4000:], **job)
         return 1
     finally:
         lock_f.close()

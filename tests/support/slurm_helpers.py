@@ -1,0 +1,80 @@
+"""Helpers for the Slurm tests: the real local cluster (never skipped), runs in tmp dirs, waiting."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+UP_HINT = "run `slurm/local-cluster.sh up` (as root) first"
+
+
+def require_cluster() -> None:
+    """Fail (never skip) when the local Slurm cluster is not reachable."""
+    if shutil.which("sinfo") is None:
+        pytest.fail(f"Slurm is not installed: {UP_HINT}")
+    r = subprocess.run(["sinfo", "-h", "-o", "%P %a"], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        pytest.fail(f"the local Slurm cluster is not up ({r.stderr.strip()}): {UP_HINT}")
+
+
+def write_profile(tmp_path: Path, **changes) -> Path:
+    """A copy of launch/clusters/local.yaml with top-level keys changed."""
+    import yaml
+
+    from skymath.config.cluster import clusters_dir
+
+    data = yaml.safe_load((clusters_dir() / "local.yaml").read_text())
+    data.update(changes)
+    p = tmp_path / "profile.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def make_executor(tmp_path: Path, config_text: str, profile: str | Path = "local"):
+    """prepare_run (freezes the config under tmp_path/runs) -> (run, cfg, SlurmExecutor)."""
+    from skymath.config.cluster import load_profile
+    from skymath.executors.slurm import SlurmExecutor
+    from skymath.pipeline import runner
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(config_text.replace("@ROOT@", str(tmp_path / "runs")))
+    run, cfg = runner.prepare_run(cfg_path, executor="slurm")
+    return run, cfg, SlurmExecutor(run, cfg, load_profile(str(profile)), quiet=True)
+
+
+def job_ids(run, **match) -> list[str]:
+    return [e["job_id"] for e in run.ledger()
+            if e.get("event") == "submit" and all(e.get(k) == v for k, v in match.items())]
+
+
+def wait_jobs(ids: list[str], timeout_s: float = 300.0) -> None:
+    """Wait until none of these jobs is in the queue any more (one squeue per poll)."""
+    want = set(ids)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        r = subprocess.run(["squeue", "-h", "-r", "-o", "%F %A %T"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        left = [ln for ln in r.stdout.splitlines() if ln.split() and (ln.split()[0] in want or ln.split()[1] in want)]
+        if not left:
+            return
+        time.sleep(1.0)
+    pytest.fail(f"jobs {sorted(want)} still queued after {timeout_s:.0f}s: {left}")
+
+
+def sacct_states(ids: list[str]) -> dict[str, str]:
+    """JobID (e.g. 12_2) -> State, from accounting (waits for the records to appear)."""
+    out: dict[str, str] = {}
+    for _ in range(30):
+        r = subprocess.run(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "-o", "JobID,State"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        out = dict(line.split("|", 1) for line in r.stdout.splitlines() if "|" in line)
+        if out and not any(s.startswith(("PENDING", "RUNNING")) for s in out.values()):
+            return {k: v.split()[0] for k, v in out.items()}
+        time.sleep(1.0)
+    return {k: v.split()[0] for k, v in out.items()}

@@ -1,0 +1,162 @@
+"""The Slurm executor on the real local cluster (`slurm/local-cluster.sh up`): arrays,
+dependencies, a forced failure recovered by one resubmit, array splitting, services."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+from support.slurm_helpers import (
+    job_ids,
+    make_executor,
+    require_cluster,
+    sacct_states,
+    wait_jobs,
+    write_profile,
+)
+
+from skymath.pipeline import runner
+from skymath.records import read_records
+
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(autouse=True)
+def _cluster():
+    require_cluster()
+
+
+FAIL_CFG = """
+run: {name: fail6, root: "@ROOT@"}
+stages:
+  emit:
+    kind: support.stage_emit
+    num_shards: 6
+    shape: cpu-array
+    resources: {mem_gb: 0.5, time: "00:10:00"}
+    params: {records_per_shard: 3, fail_shards: [2]}
+  collect:
+    kind: support.stage_collect
+    depends_on: [emit]
+    num_shards: 2
+    resources: {mem_gb: 0.5, time: "00:10:00"}
+"""
+
+
+def test_failed_shard_is_resubmitted_alone_and_dependents_rechained(tmp_path):
+    run, cfg, ex = make_executor(tmp_path, FAIL_CFG)
+    assert ex.launch() == 0
+    first = job_ids(run, reason="launch")
+    assert len(first) == 2
+    emit_job, collect_job = first
+    sub = {e["stage"]: e for e in run.ledger() if e.get("event") == "submit"}
+    assert sub["emit"]["array"] == "0-5" and sub["emit"]["shards"] == list(range(6))
+    assert sub["collect"]["dependency"] == f"afterok:{emit_job}"
+    assert "--kill-on-invalid-dep=yes" in sub["collect"]["sbatch"]
+    wait_jobs(first)
+
+    st = {s.name: s for s in runner.status(run, cfg)}
+    assert st["emit"].indices("failed") == [2]
+    assert st["emit"].indices("done") == [0, 1, 3, 4, 5]
+    failed = st["emit"].shards[2]
+    assert failed.job_id == f"{emit_job}_2"
+    assert failed.log == str(run.root.resolve() / "logs" / "emit" / f"{emit_job}_2.out")
+    assert "injected failure in shard 2" in open(failed.log).read()
+    # the dependent was cancelled by Slurm (kill-on-invalid-dep), not left pending and not failed
+    assert st["collect"].count("pending") == 0 and st["collect"].count("failed") == 0
+    assert all(s.state == "missing" and "cancelled" in (s.error or "") for s in st["collect"].shards)
+    states = sacct_states(first)
+    assert states[f"{emit_job}_2"] == "FAILED"
+    assert states[f"{emit_job}_0"] == "COMPLETED"
+    assert all(v == "CANCELLED" for k, v in states.items() if k.startswith(f"{collect_job}_"))
+
+    assert ex.resubmit() == 0
+    again = job_ids(run, reason="resubmit")
+    assert len(again) == 2
+    sub2 = {e["stage"]: e for e in run.ledger() if e.get("reason") == "resubmit" and e.get("event") == "submit"}
+    assert sub2["emit"]["shards"] == [2] and sub2["emit"]["array"] == "2"
+    assert sub2["collect"]["dependency"] == f"afterok:{again[0]}"
+    assert open(sub2["emit"]["shard_file"]).read().split() == ["0", "1", "2"]  # line = task id
+    wait_jobs(again)
+    states = sacct_states([again[0]])
+    assert list(states) == [f"{again[0]}_2"] and states[f"{again[0]}_2"] == "COMPLETED"
+
+    st = runner.status(run, cfg)
+    assert all(s.complete for s in st)
+    recs = list(read_records(run.output_files("collect", 2)))
+    counts = Counter(r.id for r in recs)
+    assert sorted(counts) == sorted(f"emit-{i}-{j}" for i in range(6) for j in range(3))
+    assert set(counts.values()) == {1}
+    marker = json.loads(run.done_path("emit", 2).read_text())
+    assert marker["attempt"] == 2 and marker["SLURM_ARRAY_JOB_ID"] == again[0]
+    # nothing left to do: a second resubmit submits nothing
+    n = len(run.ledger())
+    assert ex.resubmit() == 0
+    assert not [e for e in run.ledger()[n:] if e.get("event") == "submit"]
+
+
+SPLIT_CFG = """
+run: {name: split10, root: "@ROOT@"}
+stages:
+  emit:
+    kind: support.stage_emit
+    num_shards: 10
+    shape: cpu-array
+    resources: {mem_gb: 0.25, time: "00:10:00"}
+    params: {records_per_shard: 1}
+  collect:
+    kind: support.stage_collect
+    depends_on: [emit]
+    resources: {mem_gb: 0.25, time: "00:10:00"}
+"""
+
+
+def test_array_larger_than_max_array_size_is_split_and_dependents_wait_for_all(tmp_path):
+    run, cfg, ex = make_executor(tmp_path, SPLIT_CFG, write_profile(tmp_path, max_array_size=4))
+    ex.launch()
+    subs = [e for e in run.ledger() if e.get("event") == "submit"]
+    emit = [e for e in subs if e["stage"] == "emit"]
+    assert [e["shards"] for e in emit] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert [e["array"] for e in emit] == ["0-3", "0-3", "0-1"]  # every task id < MaxArraySize
+    collect = [e for e in subs if e["stage"] == "collect"]
+    assert len(collect) == 1
+    assert collect[0]["dependency"] == "afterok:" + ":".join(e["job_id"] for e in emit)
+    wait_jobs([e["job_id"] for e in subs])
+    assert all(s.complete for s in runner.status(run, cfg))
+    assert sorted(r.id for r in read_records(run.output_files("collect", 1))) == sorted(
+        f"emit-{i}-0" for i in range(10))
+    states = sacct_states([e["job_id"] for e in emit])
+    assert len(states) == 10 and set(states.values()) == {"COMPLETED"}
+
+
+SERVICE_CFG = """
+run: {name: svc, root: "@ROOT@"}
+stages:
+  server:
+    kind: support.slurm_service
+    resources: {mem_gb: 0.25, time: "00:10:00"}
+  use:
+    kind: support.slurm_consumer
+    services: [server]
+    num_shards: 2
+    resources: {mem_gb: 0.25, time: "00:10:00"}
+"""
+
+
+def test_service_stage_starts_before_consumers_and_is_stopped_after_them(tmp_path):
+    run, cfg, ex = make_executor(tmp_path, SERVICE_CFG)
+    ex.launch()
+    subs = [e for e in run.ledger() if e.get("event") == "submit"]
+    roles = {e["role"]: e for e in subs}
+    assert set(roles) == {"service", "stage", "stop-service"}
+    svc, use, stop = roles["service"], roles["stage"], roles["stop-service"]
+    assert use["dependency"] == f"after:{svc['job_id']}"
+    assert stop["dependency"] == f"afterany:{use['job_id']}"
+    wait_jobs([e["job_id"] for e in subs])
+    assert run.stage_complete("use", 2)
+    assert (run.service_dir("server") / "STOP").exists()
+    assert (run.service_dir("server") / "stopped-0").read_text() == "STOP file"
+    assert not run.is_done("server", 0)  # services never get .done markers
+    states = sacct_states([svc["job_id"], stop["job_id"]])
+    assert states[f"{svc['job_id']}_0"] == "COMPLETED"

@@ -1,0 +1,118 @@
+"""Job shapes on the real local cluster: gpu-multinode (srun + torchrun c10d, 2 gloo ranks on
+CPU), the USR2 trap (stop cleanly, requeue, resume) and the submitit launcher."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from support.slurm_helpers import job_ids, make_executor, require_cluster, sacct_states, wait_jobs
+
+from skymath.paths import REPO_ROOT
+from skymath.pipeline import runner
+from skymath.records import read_records
+
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(autouse=True)
+def _cluster():
+    require_cluster()
+
+
+DIST_CFG = """
+run: {name: dist, root: "@ROOT@"}
+stages:
+  train:
+    kind: support.slurm_dist
+    shape: gpu-multinode
+    resources: {gpus: 2, cpus: 2, mem_gb: 3, nodes: 1, time: "00:10:00"}
+"""
+
+
+def test_gpu_multinode_template_runs_torchrun_c10d_gloo_job(tmp_path):
+    run, cfg, ex = make_executor(tmp_path, DIST_CFG)
+    ex.launch()
+    (entry,) = [e for e in run.ledger() if e.get("event") == "submit"]
+    script = open(entry["script"]).read()
+    assert "srun " in script and "--rdzv-backend c10d" in script and '--rdzv-id "$SLURM_JOB_ID"' in script
+    assert "#SBATCH --signal=B:USR2@60" in script and "scontrol requeue" in script
+    wait_jobs([entry["job_id"]], timeout_s=400)
+    marker = json.loads(run.done_path("train", 0).read_text())
+    assert marker["world_size"] == 2 and marker["allreduce_sum"] == 3.0  # ranks 0 and 1 met and reduced
+    assert sorted(marker["ranks"]) == sorted(f"{r}@{os.uname().nodename}" for r in (0, 1))
+    assert marker["rdzv_run_id"] == entry["job_id"] == marker["slurm_job_id"]
+    assert [r.id for r in read_records([run.shard_path("train", 0)])] == ["dist-0"]  # rank 0 wrote once
+
+
+SIG_CFG = """
+run: {name: sig, root: "@ROOT@"}
+stages:
+  slow:
+    kind: support.stage_emit
+    shape: cpu-array
+    resources: {mem_gb: 0.5, time: "00:10:00"}
+    params: {records_per_shard: 30, delay_s: 0.3}
+"""
+
+
+def test_usr2_stops_the_shard_cleanly_then_requeues_and_resumes(tmp_path):
+    run, cfg, ex = make_executor(tmp_path, SIG_CFG)
+    ex.launch()
+    (job,) = job_ids(run)
+    out = run.shard_path("slow", 0)
+    partial = out.with_name(out.name + ".partial")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (partial.exists() and len(partial.read_text().splitlines()) >= 3):
+        time.sleep(0.3)
+    assert partial.exists() and not out.exists(), "the shard never started writing (or finished too fast)"
+    # what Slurm does `signal_lead_s` before the time limit: USR2 to the batch shell only
+    r = subprocess.run(["scancel", "--batch", "--signal=USR2", f"{job}_0"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    # Slurm holds a requeued job until a begin time ~2 min ahead; let it start now
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        q = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T %r"], capture_output=True, text=True).stdout
+        if "PENDING" in q:
+            subprocess.run(["scontrol", "update", f"JobId={job}_0", "StartTime=now"], capture_output=True)
+            break
+        time.sleep(0.3)
+    wait_jobs([job], timeout_s=400)
+    marker = json.loads(run.done_path("slow", 0).read_text())
+    assert marker["attempt"] == 2  # second attempt after the requeue, resuming the partial output
+    ids = [r.id for r in read_records([out])]
+    assert sorted(ids) == sorted(f"slow-0-{j}" for j in range(30)) and len(ids) == 30
+    attempts = {r.meta["attempt"] for r in read_records([out])}
+    assert attempts == {1, 2}  # records of the first attempt were kept, not rewritten
+    log = open(run.root.resolve() / "logs" / "slow" / f"{job}_0.out").read()
+    assert "SIGUSR2" in log and "requeueing job" in log and "restart 1" in log
+
+
+def test_submitit_launcher_submits_three_shard_array(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"""
+run: {{name: sub3, root: "{tmp_path / 'runs'}"}}
+stages:
+  emit:
+    kind: support.stage_emit
+    num_shards: 3
+    shape: cpu-array
+    resources: {{mem_gb: 0.25, time: "00:10:00"}}
+    params: {{records_per_shard: 2}}
+""")
+    r = subprocess.run([sys.executable, str(REPO_ROOT / "launch" / "submitit_launch.py"), str(cfg),
+                        "--profile", "local", "--wait", "--timeout", "400"],
+                       capture_output=True, text=True, timeout=500)
+    assert r.returncode == 0, r.stdout + r.stderr
+    run, config = runner.open_run(tmp_path / "runs" / "sub3")
+    (entry,) = [e for e in run.ledger() if e.get("event") == "submit"]
+    assert entry["executor"] == "submitit" and entry["shards"] == [0, 1, 2]
+    states = sacct_states([entry["job_id"]])
+    assert states == {f"{entry['job_id']}_{i}": "COMPLETED" for i in range(3)}
+    assert all(s.complete for s in runner.status(run, config))
+    assert sorted(r.id for r in read_records(run.output_files("emit", 3))) == sorted(
+        f"emit-{i}-{j}" for i in range(3) for j in range(2))
