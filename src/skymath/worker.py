@@ -164,4 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run through the importable module so `skymath.worker.Stopped` raised by a stage is this class
+    from skymath.worker import main as _main
+
+    sys.exit(_main())

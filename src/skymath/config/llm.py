@@ -48,3 +48,11 @@ class LLMConfig(Strict):
     )
     # price used for reports when the served model is not in the table (e.g. a local server)
     reference_price_model: str = "gpt-4"
+    # send a per-request `seed` derived from the cache key: distinct, reproducible samples
+    send_seed: bool = True
+    # how long a synthesis shard waits for the first endpoint of `service` to appear
+    endpoint_wait_s: float = Field(900.0, ge=0)
+    # seconds an endpoint that refused connections is skipped before it is tried again
+    endpoint_down_s: float = Field(15.0, ge=0)
+    # tokenizer for `skymath estimate` (HF dir/hub name or tiny:smollm2); default: tiktoken of `model`
+    tokenizer: str | None = None

@@ -18,6 +18,7 @@ from skymath.pipeline.dag import Pipeline
 from skymath.pipeline.rundir import RunDir
 
 STOP_GRACE_S = 60.0
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 HEARTBEAT_S = 15.0
 
 
@@ -69,11 +70,16 @@ class LocalExecutor:
         log = self.run.log_dir(stage) / f"{self.run.shard_name(shard)}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "skymath.worker", str(self.run.root), stage, str(shard)]
+        slots = min(spec.resources.cpus, self.max_parallel)
+        env = dict(self.env)
+        # one BLAS/OpenMP thread per CPU slot: oversubscribed torch threads on a busy machine
+        # slow generation and training down 5x (Slurm jobs get the same from cpus-per-task)
+        for var in THREAD_VARS:
+            env.setdefault(var, str(slots))
         with open(log, "ab") as lf:
             lf.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
-            popen = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, env=self.env,
+            popen = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True, stdin=subprocess.DEVNULL)
-        slots = min(spec.resources.cpus, self.max_parallel)
         p = _Proc(stage, shard, popen, slots, log, time.monotonic(), service)
         self.procs.append(p)
         self.run.append_ledger({"executor": "local", "event": "start", "stage": stage, "shard": shard,
@@ -171,6 +177,8 @@ class LocalExecutor:
                     if all(state.get(p, "done") == "done" for p in parents):
                         state[s] = "running"
                         queue.extend((s, i) for i in todo[s])
+                        # critical path first: shards of stages with more stages after them
+                        queue.sort(key=lambda q: -len(self.pipe.descendants(q[0])))
                         self.say(f"{s}: starting {len(todo[s])}/{self.cfg.stages[s].num_shards} shard(s)")
                 # 2. services: up while a consumer is running, down when all consumers finished
                 for svc in services:

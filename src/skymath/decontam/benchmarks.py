@@ -1,0 +1,100 @@
+"""Benchmark test sets to decontaminate against: built-in files in data.root, any local
+JSONL, or an HF dataset (on a cluster with the hub or an HF cache)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from skymath.config.base import Strict
+from skymath.errors import UserError
+
+
+class BenchmarkSpec(Strict):
+    """One test set. `path` is relative to data.root unless absolute; or `hf_dataset` + `split`."""
+
+    name: str
+    path: str | None = None
+    hf_dataset: str | None = None
+    hf_config: str | None = None
+    split: str = "test"
+    problem_field: str = "problem"
+    solution_field: str | None = "solution"
+    id_field: str | None = None  # default: "<name>:<row number>"
+
+
+BUILTIN: dict[str, dict[str, Any]] = {
+    "gsm8k": {"path": "gsm8k_test.jsonl", "problem_field": "question", "solution_field": "answer"},
+    "math": {"path": "math_test.jsonl", "id_field": "unique_id"},
+    "math500": {"path": "math500_test.jsonl", "id_field": "unique_id"},
+}
+
+
+@dataclass(frozen=True)
+class BenchItem:
+    benchmark: str
+    test_id: str
+    problem: str
+    solution: str
+
+
+def resolve_benchmark(b: str | BenchmarkSpec) -> BenchmarkSpec:
+    if isinstance(b, BenchmarkSpec):
+        if b.name in BUILTIN and b.path is None and b.hf_dataset is None:
+            return BenchmarkSpec.model_validate({**BUILTIN[b.name], **b.model_dump(exclude_unset=True)})
+        if b.path is None and b.hf_dataset is None:
+            raise UserError(f"benchmark {b.name!r}: give `path` or `hf_dataset` (built-in: {', '.join(BUILTIN)})")
+        return b
+    if b not in BUILTIN:
+        raise UserError(f"unknown benchmark {b!r} (built-in: {', '.join(BUILTIN)}; or a mapping with path/hf_dataset)")
+    return BenchmarkSpec.model_validate({"name": b, **BUILTIN[b]})
+
+
+def _local_path(spec: BenchmarkSpec, data_root: Path) -> Path:
+    p = Path(spec.path or "")
+    if not p.is_absolute() and not p.exists():
+        p = Path(data_root) / p
+    if not p.is_file():
+        raise UserError(f"benchmark {spec.name}: file not found: {p}")
+    return p
+
+
+def source_key(spec: BenchmarkSpec, data_root: Path) -> str:
+    """What identifies the benchmark's content (for index caches): file sha256, or the HF coordinates."""
+    if spec.hf_dataset:
+        ident = f"hf:{spec.hf_dataset}:{spec.hf_config}:{spec.split}"
+    else:
+        from skymath.records import sha256_file
+
+        ident = f"file:{sha256_file(_local_path(spec, data_root))}"
+    ident += f"|{spec.problem_field}|{spec.solution_field}|{spec.id_field}|{spec.name}"
+    return hashlib.sha256(ident.encode()).hexdigest()[:20]
+
+
+def _rows(spec: BenchmarkSpec, data_root: Path, cache_dir: Path | None) -> list[dict[str, Any]]:
+    if spec.hf_dataset:
+        import datasets
+
+        kw: dict[str, Any] = {"cache_dir": str(cache_dir)} if cache_dir else {}
+        try:
+            return list(datasets.load_dataset(spec.hf_dataset, spec.hf_config, split=spec.split, **kw))
+        except Exception as e:  # noqa: BLE001 - any hub/IO error becomes one line
+            raise UserError(f"benchmark {spec.name}: cannot load HF dataset {spec.hf_dataset!r}: {e}") from None
+    from skymath.records import read_jsonl
+
+    return list(read_jsonl(_local_path(spec, data_root)))
+
+
+def load_benchmark(b: str | BenchmarkSpec, data_root: Path, cache_dir: Path | None = None) -> list[BenchItem]:
+    spec = resolve_benchmark(b)
+    out: list[BenchItem] = []
+    for i, row in enumerate(_rows(spec, data_root, cache_dir)):
+        if spec.problem_field not in row:
+            raise UserError(f"benchmark {spec.name}: row {i}: no field {spec.problem_field!r} (fields: {', '.join(row)})")
+        tid = row.get(spec.id_field) if spec.id_field else None
+        sol = row.get(spec.solution_field) if spec.solution_field else None
+        out.append(BenchItem(spec.name, f"{spec.name}:{tid if tid is not None else i}",
+                             str(row[spec.problem_field] or ""), str(sol or "")))
+    return out

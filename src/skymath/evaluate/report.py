@@ -1,0 +1,309 @@
+"""Reports: markdown + CSV tables shaped like the paper's (overall GSM8K/MATH, MATH by level,
+MATH by subject, accuracy vs distractors, data scaling) and PNG plots, plus a summary of the
+whole run (records per stage, tokens and what a real API would have charged, where artifacts are).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skymath.errors import UserError
+from skymath.evaluate.metrics import MATH_SUBJECTS
+from skymath.pipeline.rundir import RunDir
+
+USAGE_KEYS = ("requests", "prompt_tokens", "completion_tokens", "cost_usd", "reference_cost_usd", "failures", "cached")
+
+
+@dataclass
+class EvalResult:
+    run: str
+    stage: str
+    label: str
+    metrics: dict[str, Any]
+    sft_samples: int
+    stage_dir: Path
+
+
+@dataclass
+class Table:
+    name: str
+    title: str
+    columns: list[str]
+    rows: list[list[Any]] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        def cell(v: Any) -> str:
+            if isinstance(v, dict) and "acc" in v:
+                if v["acc"] is None:
+                    return "-"
+                lo, hi = v.get("ci") or (None, None)
+                ci = f" ({100 * lo:.1f}-{100 * hi:.1f})" if lo is not None and lo == lo else ""
+                return f"{100 * v['acc']:.1f}{ci} n={v['n']}"
+            if isinstance(v, float):
+                return f"{v:.4g}"
+            return "-" if v is None or v == "" else str(v).replace("|", "\\|")
+
+        lines = [f"| {' | '.join(self.columns)} |", "|" + "---|" * len(self.columns)]
+        lines += [f"| {' | '.join(cell(v) for v in row)} |" for row in self.rows]
+        return "\n".join(lines)
+
+    def csv(self) -> str:
+        cols: list[str] = []
+        for c in self.columns:
+            cols.append(c)
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        header: list[str] = []
+        for k, c in enumerate(cols):
+            if any(isinstance(r[k], dict) for r in self.rows):
+                header += [c, f"{c} ci_low", f"{c} ci_high", f"{c} n"]
+            else:
+                header.append(c)
+        w.writerow(header)
+        for r in self.rows:
+            out: list[Any] = []
+            for k, v in enumerate(r):
+                if any(isinstance(x[k], dict) for x in self.rows):
+                    v = v if isinstance(v, dict) else {}
+                    lo, hi = v.get("ci") or (None, None)
+                    out += [v.get("acc"), lo, hi, v.get("n")]
+                else:
+                    out.append(v)
+            w.writerow(out)
+        return buf.getvalue()
+
+
+def _acc(entry: dict[str, Any] | None, mode: str = "strict") -> dict[str, Any] | None:
+    if not entry:
+        return None
+    return {"acc": entry.get(mode), "ci": entry.get(f"{mode}_ci"), "n": entry.get("n")}
+
+
+def open_run(path: str | Path) -> RunDir:
+    p = Path(path)
+    if not (p / "config.yaml").exists() and (Path("runs") / p / "config.yaml").exists():
+        p = Path("runs") / p
+    if not (p / "config.yaml").exists():
+        raise UserError(f"{path}: not a run directory (no config.yaml)")
+    return RunDir(p)
+
+
+def eval_results(run: RunDir, cfg=None) -> list[EvalResult]:
+    """Every eval stage of a run with merged metrics (merging now if all shards are done)."""
+    from skymath.pipeline.dag import Pipeline
+    from skymath.stages.evaluate import METRICS, merge
+
+    cfg = cfg or run.load_config()
+    out = []
+    for name in Pipeline.from_config(cfg).order:
+        spec = cfg.stages[name]
+        if spec.kind != "eval":
+            continue
+        mpath = run.stage_dir(name) / METRICS
+        metrics = json.loads(mpath.read_text(encoding="utf-8")) if mpath.exists() else merge(run, cfg, name)
+        if metrics is None:
+            continue
+        out.append(EvalResult(run=run.root.name, stage=name, label=metrics.get("label") or name, metrics=metrics,
+                              sft_samples=int(metrics.get("sft_samples") or 0), stage_dir=run.stage_dir(name)))
+    return out
+
+
+def run_summary(run: RunDir, cfg=None) -> tuple[Table, dict[str, Any]]:
+    """Records, shards, tokens and cost per stage (from the `.done` markers) and artifact paths."""
+    from skymath.pipeline.dag import Pipeline
+
+    cfg = cfg or run.load_config()
+    table = Table("run_summary", "Run summary", ["stage", "kind", "shards done", "records", "requests",
+                                                 "prompt tokens", "completion tokens", "cost USD",
+                                                 "reference cost USD", "artifacts"])
+    totals = dict.fromkeys(USAGE_KEYS, 0)
+    for name in Pipeline.from_config(cfg).order:
+        spec = cfg.stages[name]
+        done = run.done_shards(name, spec.num_shards)
+        records = 0
+        usage = dict.fromkeys(USAGE_KEYS, 0)
+        for i in done:
+            m = run.read_marker(run.done_path(name, i)) or {}
+            records += int(m.get("records", 0) or 0)
+            for k in USAGE_KEYS:
+                usage[k] += (m.get("usage") or {}).get(k, 0) or 0
+            if spec.kind == "eval" and not m.get("usage"):
+                usage["prompt_tokens"] += m.get("prompt_tokens", 0) or 0
+                usage["completion_tokens"] += m.get("completion_tokens", 0) or 0
+        for k in USAGE_KEYS:
+            totals[k] += usage[k]
+        table.rows.append([name, spec.kind, f"{len(done)}/{spec.num_shards}", records, usage["requests"],
+                           usage["prompt_tokens"], usage["completion_tokens"], round(usage["cost_usd"], 4),
+                           round(usage["reference_cost_usd"], 4), _artifacts(run, name, spec)])
+    table.rows.append(["total", "", "", "", totals["requests"], totals["prompt_tokens"], totals["completion_tokens"],
+                       round(totals["cost_usd"], 4), round(totals["reference_cost_usd"], 4), ""])
+    return table, totals
+
+
+def _artifacts(run: RunDir, name: str, spec) -> str:
+    d = run.stage_dir(name)
+    found = []
+    if (d / "model").is_dir():
+        found.append(str(d / "model"))
+    for f in ("results.jsonl", "metrics.json"):
+        if (d / f).exists():
+            found.append(str(d / f))
+    if not found and any(d.glob("shard-*.jsonl")):
+        found.append(str(d / "shard-*.jsonl"))
+    return ", ".join(found)
+
+
+def build_tables(results: list[EvalResult], multi_run: bool = False) -> list[Table]:
+    def who(r: EvalResult) -> str:
+        return f"{r.run}/{r.label}" if multi_run else r.label
+
+    benches: list[str] = []
+    for r in results:
+        for b in r.metrics.get("benchmarks", {}):
+            if b not in benches:
+                benches.append(b)
+    overall = Table("overall", "Accuracy (%), strict answer checking (95% bootstrap CI)",
+                    ["model", "SFT samples"] + benches)
+    lenient = Table("overall_lenient", "Accuracy (%), lenient answer extraction", ["model"] + benches)
+    for r in results:
+        bm = r.metrics.get("benchmarks", {})
+        overall.rows.append([who(r), r.sft_samples] + [_acc(bm.get(b, {}).get("overall")) for b in benches])
+        lenient.rows.append([who(r)] + [_acc(bm.get(b, {}).get("overall"), "lenient") for b in benches])
+    levels = Table("math_by_level", "MATH accuracy (%) by level, strict", ["model", "benchmark"] + [f"Level {i}" for i in range(1, 6)])
+    subjects = Table("math_by_subject", "MATH accuracy (%) by subject, strict", ["model", "benchmark", *MATH_SUBJECTS])
+    for r in results:
+        for b, e in r.metrics.get("benchmarks", {}).items():
+            if e.get("kind") != "math":
+                continue
+            levels.rows.append([who(r), b] + [_acc(e.get("by_level", {}).get(str(i))) for i in range(1, 6)])
+            subjects.rows.append([who(r), b] + [_acc(e.get("by_subject", {}).get(s)) for s in MATH_SUBJECTS])
+    distract = Table("distractors", "GSM8K accuracy (%) vs number of distractor sentences, strict",
+                     ["model"] + [str(k) for k in range(6)])
+    for r in results:
+        bd = r.metrics.get("by_distractors")
+        if bd:
+            distract.rows.append([who(r)] + [_acc(bd.get(str(k))) for k in range(6)])
+    scaling = Table("scaling", "Accuracy (%) vs number of SFT samples, strict", ["run", "model", "SFT samples"] + benches)
+    for r in sorted((r for r in results if r.sft_samples > 0), key=lambda r: r.sft_samples):
+        bm = r.metrics.get("benchmarks", {})
+        scaling.rows.append([r.run, r.label, r.sft_samples] + [_acc(bm.get(b, {}).get("overall")) for b in benches])
+    return [t for t in (overall, lenient, levels, subjects, distract, scaling) if t.rows]
+
+
+def _plot_lines(path: Path, title: str, xlabels: list[str], series: dict[str, list[dict | None]],
+                xlabel: str, xs: list[float] | None = None, logx: bool = False) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, vals in series.items():
+        pts = [(xs[i] if xs else i, v) for i, v in enumerate(vals) if v and v.get("acc") is not None]
+        if not pts:
+            continue
+        x = [p[0] for p in pts]
+        y = [100 * p[1]["acc"] for p in pts]
+        lo = [max(0.0, yy - 100 * (p[1]["ci"][0] if p[1].get("ci") and p[1]["ci"][0] == p[1]["ci"][0] else p[1]["acc"]))
+              for yy, p in zip(y, pts, strict=True)]
+        hi = [max(0.0, 100 * (p[1]["ci"][1] if p[1].get("ci") and p[1]["ci"][1] == p[1]["ci"][1] else p[1]["acc"]) - yy)
+              for yy, p in zip(y, pts, strict=True)]
+        ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=name)
+    if logx:
+        ax.set_xscale("log")
+    elif not xs:
+        ax.set_xticks(range(len(xlabels)))
+        ax.set_xticklabels(xlabels, rotation=20 if max(len(s) for s in xlabels) > 8 else 0, ha="right" if max(len(s) for s in xlabels) > 8 else "center")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def build_plots(results: list[EvalResult], out: Path, multi_run: bool = False) -> list[Path]:
+    def who(r: EvalResult) -> str:
+        return f"{r.run}/{r.label}" if multi_run else r.label
+
+    made: list[Path] = []
+    lv: dict[str, list] = {}
+    sj: dict[str, list] = {}
+    for r in results:
+        for b, e in r.metrics.get("benchmarks", {}).items():
+            if e.get("kind") == "math":
+                lv[f"{who(r)} {b}"] = [_acc(e.get("by_level", {}).get(str(i))) for i in range(1, 6)]
+                sj[f"{who(r)} {b}"] = [_acc(e.get("by_subject", {}).get(s)) for s in MATH_SUBJECTS]
+    if lv:
+        _plot_lines(out / "math_by_level.png", "MATH accuracy by level (strict)", [f"L{i}" for i in range(1, 6)], lv, "level")
+        _plot_lines(out / "math_by_subject.png", "MATH accuracy by subject (strict)", list(MATH_SUBJECTS), sj, "subject")
+        made += [out / "math_by_level.png", out / "math_by_subject.png"]
+    dis = {who(r): [_acc(r.metrics["by_distractors"].get(str(k))) for k in range(6)]
+           for r in results if r.metrics.get("by_distractors")}
+    if dis:
+        _plot_lines(out / "distractors.png", "GSM8K accuracy vs distractor sentences (strict)", [str(k) for k in range(6)],
+                    dis, "distractor sentences")
+        made.append(out / "distractors.png")
+    pts = sorted((r for r in results if r.sft_samples > 0), key=lambda r: r.sft_samples)
+    if len({r.sft_samples for r in pts}) >= 2:
+        series: dict[str, list] = {}
+        benches = sorted({b for r in pts for b in r.metrics.get("benchmarks", {})})
+        xs = [float(r.sft_samples) for r in pts]
+        for b in benches:
+            series[b] = [_acc(r.metrics.get("benchmarks", {}).get(b, {}).get("overall")) for r in pts]
+        _plot_lines(out / "scaling.png", "Accuracy vs SFT samples (strict)", [], series, "SFT samples (log)", xs=xs, logx=True)
+        made.append(out / "scaling.png")
+    return made
+
+
+def write_report(run_path: str | Path, compare: list[str | Path] | None = None, out_dir: str | Path | None = None) -> Path:
+    """Write report.md, one CSV per table and the PNG plots into out_dir (default RUN/report)."""
+    run = open_run(run_path)
+    cfg = run.load_config()
+    runs = [run] + [open_run(c) for c in (compare or [])]
+    results: list[EvalResult] = []
+    for r in runs:
+        results.extend(eval_results(r, cfg if r is run else None))
+    out = Path(out_dir) if out_dir else run.root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    multi = len(runs) > 1
+    tables = build_tables(results, multi_run=multi)
+    summary, totals = run_summary(run, cfg)
+    plots = build_plots(results, out, multi_run=multi)
+    from skymath.records import atomic_write_text
+
+    md = [f"# skymath report: {run.root.name}", ""]
+    if not results:
+        md += ["No finished eval stage yet.", ""]
+    for t in tables:
+        md += [f"## {t.title}", "", t.markdown(), ""]
+        atomic_write_text(out / f"{t.name}.csv", t.csv())
+    if results:
+        md += ["Strict = the paper's protocol (only the text after the last \"The answer is\"); "
+               "lenient also accepts \\boxed{}, \"the correct answer is\", a trailing \"x = ...\" or a final "
+               "number. The gap between the two is answers in unexpected formats.", ""]
+    for pth in plots:
+        md += [f"![{pth.stem}]({pth.name})", ""]
+    md += [f"## {summary.title}", "", summary.markdown(), "",
+           f"Tokens: {totals['prompt_tokens']:,} prompt + {totals['completion_tokens']:,} completion; "
+           f"cost {totals['cost_usd']:.4f} USD as served, {totals['reference_cost_usd']:.4f} USD at the "
+           f"reference API price ({cfg.llm.reference_price_model}).", "",
+           "## Artifacts", ""]
+    for r in results:
+        md.append(f"- {r.label}: results `{r.stage_dir / 'results.jsonl'}`, metrics `{r.stage_dir / 'metrics.json'}`")
+    for name, spec in cfg.stages.items():
+        mdir = run.stage_dir(name) / "model"
+        if mdir.is_dir():
+            md.append(f"- model of stage {name} ({spec.kind}): `{mdir}`")
+    md += [f"- this report: `{out / 'report.md'}` (tables as CSV beside it)", ""]
+    atomic_write_text(out / summary.name.__add__(".csv"), summary.csv())
+    atomic_write_text(out / "report.md", "\n".join(md))
+    return out / "report.md"

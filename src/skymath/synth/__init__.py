@@ -1,0 +1,1 @@
+"""Synthesis engine: a resumable OpenAI-compatible client and the three augmentation methods."""

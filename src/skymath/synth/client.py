@@ -1,0 +1,334 @@
+"""A resumable OpenAI-compatible chat client for millions of synthesis requests.
+
+On the official `openai` async client (its own retries off): a concurrency limit, RPM/TPM
+token buckets (tightened by `x-ratelimit-*` headers), retries with exponential backoff and
+jitter on 429/5xx/timeouts/connection errors/malformed or empty answers (`Retry-After` is
+honoured whatever its size), a response cache so a rerun never pays twice, several endpoints
+round-robin (one that refuses connections is skipped for a while), and usage/cost accounting.
+
+    client = LLMClient.from_config(cfg.llm, cache_dir=work_dir)
+    results = client.run_batch([ChatRequest("k1", [{"role": "user", "content": "1+1?"}])])
+
+Inside an event loop use `async with client.session(): await client.achat(req)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from skymath.config.llm import Endpoint, LLMConfig
+from skymath.errors import UserError
+from skymath.synth.accounting import Usage
+from skymath.synth.cache import ResponseCache, cache_key
+from skymath.synth.ratelimit import TokenBucket, observe_headers, parse_retry_after
+from skymath.synth.secrets import load_api_key, redact
+
+log = logging.getLogger("skymath.synth.client")
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+CACHE_FILE = "llm-cache.sqlite"
+
+
+@dataclass
+class ChatRequest:
+    key: str  # a label for logs and failure lists (the cache key is derived from the content)
+    messages: list[dict]
+    temperature: float | None = None  # None: llm.temperature
+    max_tokens: int | None = None  # None: llm.max_tokens
+    sample_index: int = 0  # distinguishes k samples of the same prompt (cache key, seed)
+
+
+@dataclass
+class ChatResult:
+    key: str
+    text: str | None
+    error: str | None
+    attempts: int
+    usage: dict = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
+    cached: bool = False
+    finish_reason: str | None = None
+    model: str | None = None
+    seed: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class _Transient(Exception):
+    """A failure worth retrying; `retry_after` (s) when the server said so; `down` marks the endpoint."""
+
+    def __init__(self, msg: str, retry_after: float | None = None, down: bool = False) -> None:
+        super().__init__(msg)
+        self.retry_after = retry_after
+        self.down = down
+
+
+class _Permanent(Exception):
+    """A failure that retrying cannot fix (400, 401, 404, ...)."""
+
+
+@dataclass
+class _Endpoint:
+    base_url: str
+    model: str
+    down_until: float = 0.0
+    failures_in_row: int = 0
+    client: Any = None
+
+
+def _is_openai(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    return host.endswith("openai.com") or host.endswith("azure.com")
+
+
+class LLMClient:
+    def __init__(self, llm: LLMConfig, endpoints: list[Endpoint], cache: ResponseCache | None = None,
+                 refresh: Callable[[], list[Endpoint]] | None = None, refresh_s: float = 15.0) -> None:
+        if not endpoints:
+            raise UserError("llm.endpoints: no endpoint to send requests to")
+        self.llm = llm
+        self._endpoints = [_Endpoint(e.base_url.rstrip("/"), e.model or llm.model) for e in endpoints]
+        self._api_key = load_api_key(llm.api_key_env, llm.api_key_file,
+                                     needs_key=any(_is_openai(e.base_url) for e in self._endpoints))
+        self.cache = cache
+        self.usage = Usage()
+        self._refresh = refresh
+        self._refresh_s = refresh_s
+        self._last_refresh = time.monotonic()
+        self._rr = 0
+        self._sem: asyncio.Semaphore | None = None
+        self._rpm: TokenBucket | None = None
+        self._tpm: TokenBucket | None = None
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, llm: LLMConfig, cache_dir: Path | None = None,
+                    endpoints: list[Endpoint] | None = None) -> LLMClient:
+        """Endpoints: the given ones, else `llm.endpoints`, else the OpenAI API.
+
+        With `llm.service` set, use `for_context(ctx)` (the endpoints live in the run directory)."""
+        eps = list(endpoints or llm.endpoints)
+        if not eps:
+            if llm.service:
+                raise UserError(f"llm.service: {llm.service!r} publishes its endpoints in the run directory; "
+                                "build the client with LLMClient.for_context(ctx)")
+            eps = [Endpoint(base_url=OPENAI_BASE_URL)]
+        cache = ResponseCache(Path(cache_dir) / CACHE_FILE) if (cache_dir is not None and llm.cache) else None
+        return cls(llm, eps, cache)
+
+    @classmethod
+    def for_context(cls, ctx, cache_dir: Path | None = None, llm: LLMConfig | None = None) -> LLMClient:
+        """For a stage shard: with `llm.service`, wait for the service's endpoints and keep refreshing."""
+        llm = llm or ctx.config.llm
+        if not llm.service:
+            return cls.from_config(llm, cache_dir=cache_dir)
+
+        def discover(wait_s: float = 0.0) -> list[Endpoint]:
+            found = ctx.service_endpoints(llm.service, wait_s=wait_s)
+            return [Endpoint(base_url=e["base_url"], model=e.get("model") or llm.model) for e in found]
+
+        eps = discover(llm.endpoint_wait_s)
+        if not eps:
+            raise UserError(f"llm.service: no endpoint of service stage {llm.service!r} appeared within "
+                            f"{llm.endpoint_wait_s:.0f} s (is the llm-server stage running? see its logs)")
+        cache = ResponseCache(Path(cache_dir) / CACHE_FILE) if (cache_dir is not None and llm.cache) else None
+        return cls(llm, eps, cache, refresh=discover)
+
+    @property
+    def endpoints(self) -> list[tuple[str, str]]:
+        return [(e.base_url, e.model) for e in self._endpoints]
+
+    def usage_totals(self) -> dict:
+        return self.usage.totals(self.llm)
+
+    # ---- session (event-loop bound resources) ----------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def session(self):
+        self._sem = asyncio.Semaphore(self.llm.concurrency)
+        self._rpm = TokenBucket(self.llm.rpm) if self.llm.rpm else None
+        self._tpm = TokenBucket(self.llm.tpm) if self.llm.tpm else None
+        try:
+            yield self
+        finally:
+            for ep in self._endpoints:
+                if ep.client is not None:
+                    with contextlib.suppress(Exception):
+                        await ep.client.close()
+                    ep.client = None
+            self._sem = None
+
+    def _client_for(self, ep: _Endpoint):
+        if ep.client is None:
+            from openai import AsyncOpenAI
+
+            ep.client = AsyncOpenAI(base_url=ep.base_url, api_key=self._api_key, max_retries=0,
+                                    timeout=self.llm.timeout_s)
+        return ep.client
+
+    def _maybe_refresh(self) -> None:
+        if self._refresh is None or time.monotonic() - self._last_refresh < self._refresh_s:
+            return
+        self._last_refresh = time.monotonic()
+        try:
+            fresh = self._refresh()
+        except Exception as e:  # noqa: BLE001 - discovery is best effort; keep the known endpoints
+            log.warning("endpoint refresh failed: %s", e)
+            return
+        known = {e.base_url for e in self._endpoints}
+        for e in fresh:
+            if e.base_url.rstrip("/") not in known:
+                self._endpoints.append(_Endpoint(e.base_url.rstrip("/"), e.model or self.llm.model))
+                log.info("new endpoint %s", e.base_url)
+
+    def _pick(self) -> tuple[_Endpoint, float]:
+        """Round-robin over endpoints that are up; if all are down, the one back soonest (and the wait)."""
+        self._maybe_refresh()
+        now = time.monotonic()
+        n = len(self._endpoints)
+        for i in range(n):
+            ep = self._endpoints[(self._rr + i) % n]
+            if ep.down_until <= now:
+                self._rr = (self._rr + i + 1) % n
+                return ep, 0.0
+        ep = min(self._endpoints, key=lambda e: e.down_until)
+        return ep, max(0.0, ep.down_until - now)
+
+    # ---- one request ------------------------------------------------------------------------------
+    def _seed_for(self, key: str) -> int:
+        return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+    async def achat(self, req: ChatRequest) -> ChatResult:
+        """Send one request (or answer it from the cache); never raises for API failures."""
+        if self._sem is None:
+            raise RuntimeError("LLMClient.achat needs `async with client.session():`")
+        temperature = self.llm.temperature if req.temperature is None else req.temperature
+        max_tokens = self.llm.max_tokens if req.max_tokens is None else req.max_tokens
+        model = self._endpoints[0].model
+        ckey = cache_key(model, req.messages, temperature, max_tokens, req.sample_index)
+        seed = self._seed_for(ckey) if self.llm.send_seed else None
+        if self.cache is not None:
+            hit = self.cache.get(ckey)
+            if hit is not None:
+                self.usage.cached += 1
+                return ChatResult(req.key, hit["text"], None, 0, hit.get("usage") or {}, True,
+                                  hit.get("finish_reason"), hit.get("model"), seed)
+        est_tokens = sum(len(str(m.get("content", ""))) for m in req.messages) / 4 + max_tokens
+        attempts = 0
+        last_error = "not sent"
+        async with self._sem:
+            while attempts <= self.llm.max_retries:
+                ep, wait = self._pick()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if self._rpm is not None:
+                    await self._rpm.acquire(1)
+                if self._tpm is not None:
+                    await self._tpm.acquire(est_tokens)
+                attempts += 1
+                self.usage.requests += 1
+                try:
+                    text, usage, finish, served = await self._send(ep, req.messages, temperature, max_tokens, seed)
+                except _Permanent as e:
+                    last_error = redact(str(e), self._api_key)
+                    break
+                except _Transient as e:
+                    last_error = redact(str(e), self._api_key)
+                    if e.down and len(self._endpoints) > 1:
+                        ep.failures_in_row += 1
+                        ep.down_until = time.monotonic() + self.llm.endpoint_down_s * min(8, ep.failures_in_row)
+                        if any(o.down_until <= time.monotonic() for o in self._endpoints if o is not ep):
+                            continue  # another endpoint is up: retry there at once
+                    if attempts > self.llm.max_retries:
+                        break
+                    await asyncio.sleep(self._backoff(attempts, e.retry_after))
+                    continue
+                ep.failures_in_row = 0
+                self.usage.succeeded += 1
+                self.usage.add_tokens(served or ep.model, usage["prompt_tokens"], usage["completion_tokens"])
+                if self.cache is not None:
+                    self.cache.put(ckey, {"text": text, "usage": usage, "finish_reason": finish, "model": served})
+                return ChatResult(req.key, text, None, attempts, usage, False, finish, served, seed)
+        self.usage.failures += 1
+        log.warning("request %s failed after %d attempt(s): %s", req.key, attempts, last_error)
+        return ChatResult(req.key, None, last_error, attempts, {"prompt_tokens": 0, "completion_tokens": 0},
+                          False, None, None, seed)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return retry_after + random.uniform(0, min(1.0, 0.1 * retry_after + 0.05))
+        base = min(self.llm.backoff_max_s, self.llm.backoff_base_s * (2 ** (attempt - 1)))
+        return random.uniform(base / 2, base)  # "equal jitter": spread retries, keep the growth
+
+    async def _send(self, ep: _Endpoint, messages: list[dict], temperature: float, max_tokens: int,
+                    seed: int | None) -> tuple[str, dict, str | None, str | None]:
+        import openai
+
+        client = self._client_for(ep)
+        kw: dict[str, Any] = {"model": ep.model, "messages": messages, "temperature": temperature,
+                              "max_tokens": max_tokens}
+        if seed is not None:
+            kw["seed"] = seed
+        try:
+            raw = await client.chat.completions.with_raw_response.create(**kw)
+        except openai.APITimeoutError:
+            raise _Transient(f"timeout after {self.llm.timeout_s:g} s") from None
+        except openai.APIConnectionError as e:
+            raise _Transient(f"connection error: {e}", down=True) from None
+        except openai.APIStatusError as e:
+            status = e.status_code
+            body = str(getattr(e, "message", "") or "")[:300]
+            headers = getattr(e.response, "headers", None)
+            if status == 429:
+                observe_headers(headers, self._rpm, self._tpm)
+                raise _Transient(f"HTTP 429 rate limited: {body}", retry_after=parse_retry_after(headers)) from None
+            if status >= 500 or status in (408, 409):
+                raise _Transient(f"HTTP {status}: {body}", retry_after=parse_retry_after(headers)) from None
+            raise _Permanent(f"HTTP {status}: {body}") from None
+        except openai.APIResponseValidationError as e:
+            raise _Transient(f"malformed response: {e}") from None
+        observe_headers(raw.headers, self._rpm, self._tpm)
+        try:
+            completion = raw.parse()
+            choice = completion.choices[0]
+            text = choice.message.content
+            finish = choice.finish_reason
+        except Exception as e:  # noqa: BLE001 - junk bodies from proxies / overloaded servers
+            raise _Transient(f"malformed response: {type(e).__name__}: {str(e)[:200]}") from None
+        if not text or not text.strip():
+            raise _Transient("empty content")
+        u = getattr(completion, "usage", None)
+        usage = {"prompt_tokens": int(getattr(u, "prompt_tokens", 0) or 0),
+                 "completion_tokens": int(getattr(u, "completion_tokens", 0) or 0)}
+        return text, usage, finish, getattr(completion, "model", None)
+
+    # ---- batch (sync) ---------------------------------------------------------------------------------
+    async def arun_batch(self, requests: list[ChatRequest],
+                         progress: Callable[[ChatResult], None] | None = None) -> list[ChatResult]:
+        async with self.session():
+            async def one(r: ChatRequest) -> ChatResult:
+                res = await self.achat(r)
+                if progress is not None:
+                    progress(res)
+                return res
+
+            return list(await asyncio.gather(*(one(r) for r in requests)))
+
+    def run_batch(self, requests: list[ChatRequest],
+                  progress: Callable[[ChatResult], None] | None = None) -> list[ChatResult]:
+        """Send every request (concurrently, within the limits); results in request order."""
+        return asyncio.run(self.arun_batch(requests, progress))
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()

@@ -1,0 +1,110 @@
+"""LLMClient against a real loopback OpenAI-compatible server that injects faults."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from support.fault_server import FaultServer, Rule
+
+from skymath.config.llm import Endpoint, LLMConfig
+from skymath.errors import UserError
+from skymath.synth.client import ChatRequest, LLMClient
+from skymath.synth.ratelimit import parse_duration, parse_retry_after
+
+
+def _llm(**kw) -> LLMConfig:
+    base = {"model": "fault-model", "timeout_s": 1.0, "backoff_base_s": 0.01, "backoff_max_s": 0.05,
+            "max_retries": 6, "concurrency": 4, "api_key_env": "SKYMATH_TEST_UNSET_KEY"}
+    base.update(kw)
+    return LLMConfig(**base)
+
+
+def _reqs(n: int, tag: str = "p") -> list[ChatRequest]:
+    return [ChatRequest(f"{tag}{i}", [{"role": "user", "content": f"problem {tag} {i} please"}]) for i in range(n)]
+
+
+def test_faults_each_request_answered_once_usage_exact():
+    schedule = ["429", "500", "malformed", "empty", "slow", "drop", "500", "429"]
+    with FaultServer(schedule=schedule, retry_after=0.2, slow_s=2.5) as srv:
+        client = LLMClient.from_config(_llm(), endpoints=[Endpoint(base_url=srv.base_url)])
+        t0 = time.monotonic()
+        res = client.run_batch(_reqs(12))
+        elapsed = time.monotonic() - t0
+    assert [r.key for r in res] == [f"p{i}" for i in range(12)]  # request order kept
+    assert all(r.ok and r.text for r in res), [r.error for r in res if not r.ok]
+    assert sum(r.attempts for r in res) == srv.total == 12 + len(schedule)
+    assert all(v == 1 for v in srv.ok_bodies.values()) and len(srv.ok_bodies) == 12
+    tot = client.usage_totals()
+    assert tot["requests"] == srv.total and tot["succeeded"] == 12 and tot["failures"] == 0
+    assert tot["prompt_tokens"] == srv.usage_served["prompt_tokens"]
+    assert tot["completion_tokens"] == srv.usage_served["completion_tokens"]
+    assert tot["cost_usd"] == 0.0  # fault-model is not in the price table
+    assert tot["reference_cost_usd"] == pytest.approx(
+        (tot["prompt_tokens"] * 30 + tot["completion_tokens"] * 60) / 1e6)
+    assert elapsed >= 0.2  # Retry-After was waited for
+
+
+def test_permanent_failures_keep_attempts_and_last_error():
+    rules = [Rule("problem p 1 ", ["500"], repeat_last=True), Rule("problem p 2 ", ["400"])]
+    with FaultServer(rules=rules) as srv:
+        client = LLMClient.from_config(_llm(max_retries=3), endpoints=[Endpoint(base_url=srv.base_url)])
+        res = client.run_batch(_reqs(4))
+    assert res[0].ok and res[3].ok
+    assert not res[1].ok and res[1].attempts == 4 and "HTTP 500" in res[1].error
+    assert not res[2].ok and res[2].attempts == 1 and "HTTP 400" in res[2].error  # not retried
+    assert client.usage_totals()["failures"] == 2
+
+
+def test_retry_after_is_honoured_whatever_its_size():
+    client = LLMClient.from_config(_llm(backoff_max_s=5.0), endpoints=[Endpoint(base_url="http://127.0.0.1:9/v1")])
+    assert client._backoff(1, 90.0) >= 90.0  # beyond 60 s: waited, not capped
+    assert client._backoff(1, None) <= 0.05
+    assert parse_retry_after({"retry-after": "120"}) == 120.0
+    assert parse_retry_after({"retry-after-ms": "1500"}) == 1.5
+    assert parse_duration("6m0s") == 360.0 and parse_duration("20ms") == 0.02
+
+
+def test_cache_means_a_rerun_sends_nothing(tmp_path):
+    with FaultServer() as srv:
+        c1 = LLMClient.from_config(_llm(), cache_dir=tmp_path, endpoints=[Endpoint(base_url=srv.base_url)])
+        r1 = c1.run_batch(_reqs(5))
+        c1.close()
+        assert srv.total == 5
+        c2 = LLMClient.from_config(_llm(), cache_dir=tmp_path, endpoints=[Endpoint(base_url=srv.base_url)])
+        r2 = c2.run_batch(_reqs(5) + [ChatRequest("new", [{"role": "user", "content": "problem p 0 please"}],
+                                                   sample_index=1)])
+        c2.close()
+    assert srv.total == 6  # only the new sample index went out
+    assert [r.text for r in r2[:5]] == [r.text for r in r1] and all(r.cached for r in r2[:5])
+    assert not r2[5].cached and c2.usage_totals()["cached"] == 5
+
+
+def test_round_robin_skips_an_endpoint_that_is_down():
+    with FaultServer(model="m") as a, FaultServer(model="m") as b:
+        dead = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
+        eps = [Endpoint(base_url=a.base_url), Endpoint(base_url=dead), Endpoint(base_url=b.base_url)]
+        client = LLMClient.from_config(_llm(concurrency=2, endpoint_down_s=30), endpoints=eps)
+        res = client.run_batch(_reqs(20))
+    assert all(r.ok for r in res)
+    assert a.total + b.total == 20 and a.total >= 5 and b.total >= 5
+
+
+def test_api_key_from_env_or_0600_file(tmp_path, monkeypatch):
+    secret = "sk-test-Zq81secretvalue"
+    key_file = tmp_path / "key"
+    key_file.write_text(secret + "\n")
+    key_file.chmod(0o644)
+    with pytest.raises(UserError, match="chmod 600"):
+        LLMClient.from_config(_llm(api_key_file=key_file), endpoints=[Endpoint(base_url="http://127.0.0.1:9/v1")])
+    key_file.chmod(0o600)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(UserError, match="OPENAI_API_KEY"):
+        LLMClient.from_config(_llm(api_key_env="OPENAI_API_KEY"))  # the real API needs a key
+    with FaultServer(rules=[Rule("problem p 1 ", ["401"])]) as srv:
+        client = LLMClient.from_config(_llm(api_key_file=key_file), endpoints=[Endpoint(base_url=srv.base_url)])
+        res = client.run_batch(_reqs(2))
+    assert srv.auth_seen == {f"Bearer {secret}"}
+    assert not res[1].ok and "Incorrect API key" in res[1].error and secret not in res[1].error
+    assert os.stat(key_file).st_mode & 0o777 == 0o600
