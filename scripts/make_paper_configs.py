@@ -30,7 +30,7 @@ cluster:
   profile: example
 llm:
   model: gpt-4
-  api_key_env: OPENAI_API_KEY
+  api_key_env: OPE6I_API_KEY
   concurrency: 32
   rpm: 10000
   tpm: 1000000
@@ -56,15 +56,15 @@ stages:
     resources: {{cpus: 2, mem_gb: 4, time: "24:00:00", array_throttle: 32}}
     params: &synth
       mix: {{metamath: 1, evol: 2, xwin: 1}}
-      metamath: {{samples: {{answer_aug: 1, rephrase: 1, fobar: 1, self_verification: 1}}}}
-      evol: {{trajectories: 2, max_steps: 5}}
-      xwin: {{samples: 2}}
+      metamath: {{samples: {{answer_aug: 4, rephrase: 2, fobar: 2, self_verification: 2}}}}
+      evol: {{trajectories: 8, max_steps: 5}}
+      xwin: {{samples: 8}}
   coreset:
     kind: coreset
     depends_on: [synth-seed]
     shape: gpu-array
     resources: {{gpus: 1, cpus: 8, mem_gb: 64, time: "08:00:00"}}
-    params: {{fraction: 0.1, seed: 0, device: auto, batch_size: 512}}
+    params: {{fraction: 0.5, seed: 0, device: auto, batch_size: 512}}
   synth-normal:
     kind: synth
     depends_on: [coreset]
@@ -72,9 +72,9 @@ stages:
     resources: {{cpus: 2, mem_gb: 4, time: "24:00:00", array_throttle: 64}}
     params:
       <<: *synth
-      evol: {{trajectories: 8, max_steps: 5}}
-      xwin: {{samples: 8}}
-      metamath: {{samples: {{answer_aug: 4, rephrase: 2, fobar: 2, self_verification: 2}}}}
+      evol: {{trajectories: 12, max_steps: 5}}
+      xwin: {{samples: 12}}
+      metamath: {{samples: {{answer_aug: 6, rephrase: 3, fobar: 3, self_verification: 3}}}}
   decontam:
     kind: decontam
     depends_on: [synth-normal]
@@ -91,9 +91,9 @@ stages:
     params:
       <<: *synth
       levels: [4, 5]
-      evol: {{trajectories: 8, max_steps: 5}}
-      xwin: {{samples: 8}}
-      metamath: {{samples: {{answer_aug: 4, rephrase: 2, fobar: 2, self_verification: 2}}}}
+      evol: {{trajectories: 24, max_steps: 5}}
+      xwin: {{samples: 24}}
+      metamath: {{samples: {{answer_aug: 12, rephrase: 6, fobar: 6, self_verification: 6}}}}
   decontam-hard:
     kind: decontam
     depends_on: [synth-hard]

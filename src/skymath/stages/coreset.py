@@ -41,6 +41,13 @@ def check_config(cfg, name: str, source: str) -> None:
         raise UserError(f"{source}: stages.{name}.depends_on: a coreset stage needs an input stage")
 
 
+def estimate_output_count(params: Params, n: int) -> int:
+    """How many records the selection keeps out of n (used by `skymath estimate`)."""
+    from skymath.select.coreset import resolve_k
+
+    return resolve_k(n, params.k, params.fraction) if n else 0
+
+
 def _text(rec, field: str) -> str:
     if field == "problem":
         return rec.problem

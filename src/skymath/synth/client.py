@@ -214,7 +214,10 @@ class LLMClient:
             raise RuntimeError("LLMClient.achat needs `async with client.session():`")
         temperature = self.llm.temperature if req.temperature is None else req.temperature
         max_tokens = self.llm.max_tokens if req.max_tokens is None else req.max_tokens
-        model = self._endpoints[0].model
+        # keyed (and seeded) by the model the config asks for, not by an endpoint's served name,
+        # which for a self-hosted server can hold a run-specific path: reruns and other runs of the
+        # same config then hit the cache and draw the same samples
+        model = self.llm.model
         ckey = cache_key(model, req.messages, temperature, max_tokens, req.sample_index)
         seed = self._seed_for(ckey) if self.llm.send_seed else None
         if self.cache is not None:
