@@ -66,7 +66,7 @@ def test_failed_shard_is_resubmitted_alone_and_dependents_rechained(tmp_path):
     # the dependent was cancelled by Slurm (kill-on-invalid-dep), not left pending and not failed
     assert st["collect"].count("pending") == 0 and st["collect"].count("failed") == 0
     assert all(s.state == "missing" and "cancelled" in (s.error or "") for s in st["collect"].shards)
-    states = sacct_states(first)
+    states = sacct_states(first, keys=[f"{emit_job}_{i}" for i in range(6)])
     assert states[f"{emit_job}_2"] == "FAILED"
     assert states[f"{emit_job}_0"] == "COMPLETED"
     assert all(v == "CANCELLED" for k, v in states.items() if k.startswith(f"{collect_job}_"))
@@ -79,7 +79,7 @@ def test_failed_shard_is_resubmitted_alone_and_dependents_rechained(tmp_path):
     assert sub2["collect"]["dependency"] == f"afterok:{again[0]}"
     assert open(sub2["emit"]["shard_file"]).read().split() == ["0", "1", "2"]  # line = task id
     wait_jobs(again)
-    states = sacct_states([again[0]])
+    states = sacct_states([again[0]], keys=[f"{again[0]}_2"])
     assert list(states) == [f"{again[0]}_2"] and states[f"{again[0]}_2"] == "COMPLETED"
 
     st = runner.status(run, cfg)
@@ -126,7 +126,7 @@ def test_array_larger_than_max_array_size_is_split_and_dependents_wait_for_all(t
     assert all(s.complete for s in runner.status(run, cfg))
     assert sorted(r.id for r in read_records(run.output_files("collect", 1))) == sorted(
         f"emit-{i}-0" for i in range(10))
-    states = sacct_states([e["job_id"] for e in emit])
+    states = sacct_states([e["job_id"] for e in emit], expect=10, keys=[f"{e['job_id']}_0" for e in emit])
     assert len(states) == 10 and set(states.values()) == {"COMPLETED"}
 
 
@@ -158,5 +158,5 @@ def test_service_stage_starts_before_consumers_and_is_stopped_after_them(tmp_pat
     assert (run.service_dir("server") / "STOP").exists()
     assert (run.service_dir("server") / "stopped-0").read_text() == "STOP file"
     assert not run.is_done("server", 0)  # services never get .done markers
-    states = sacct_states([svc["job_id"], stop["job_id"]])
+    states = sacct_states([svc["job_id"], stop["job_id"]], keys=[f"{svc['job_id']}_0"])
     assert states[f"{svc['job_id']}_0"] == "COMPLETED"

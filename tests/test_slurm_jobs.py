@@ -111,7 +111,7 @@ stages:
     run, config = runner.open_run(tmp_path / "runs" / "sub3")
     (entry,) = [e for e in run.ledger() if e.get("event") == "submit"]
     assert entry["executor"] == "submitit" and entry["shards"] == [0, 1, 2]
-    states = sacct_states([entry["job_id"]])
+    states = sacct_states([entry["job_id"]], keys=[f"{entry['job_id']}_{i}" for i in range(3)])
     assert states == {f"{entry['job_id']}_{i}": "COMPLETED" for i in range(3)}
     assert all(s.complete for s in runner.status(run, config))
     assert sorted(r.id for r in read_records(run.output_files("emit", 3))) == sorted(

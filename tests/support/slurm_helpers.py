@@ -66,15 +66,17 @@ def wait_jobs(ids: list[str], timeout_s: float = 300.0) -> None:
     pytest.fail(f"jobs {sorted(want)} still queued after {timeout_s:.0f}s: {left}")
 
 
-def sacct_states(ids: list[str]) -> dict[str, str]:
-    """JobID (e.g. 12_2) -> State, from accounting (waits for the records to appear)."""
+def sacct_states(ids: list[str], expect: int | None = None, keys: list[str] | None = None) -> dict[str, str]:
+    """JobID (e.g. 12_2) -> State, from accounting (waits for the records to appear: slurmdbd
+    writes them asynchronously, an array's per-task records can lag behind its completion)."""
     out: dict[str, str] = {}
-    for _ in range(30):
+    for _ in range(90):
         r = subprocess.run(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "-o", "JobID,State"],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         out = dict(line.split("|", 1) for line in r.stdout.splitlines() if "|" in line)
-        if out and not any(s.startswith(("PENDING", "RUNNING")) for s in out.values()):
+        if out and not any(s.startswith(("PENDING", "RUNNING")) for s in out.values()) \
+                and (expect is None or len(out) >= expect) and all(k in out for k in keys or []):
             return {k: v.split()[0] for k, v in out.items()}
         time.sleep(1.0)
     return {k: v.split()[0] for k, v in out.items()}

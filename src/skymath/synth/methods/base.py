@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,7 +123,7 @@ def clean_problem(text: str | None) -> str:
     return t
 
 
-class Method:
+class Method(ABC):
     """Subclasses: `name`, `sub_methods(params)`, `plan(seed)`, `async run(unit, caller)`."""
 
     name = ""
@@ -131,11 +132,13 @@ class Method:
         self.params = params
         self.settings = settings
 
+    @abstractmethod
     def plan(self, seed: Record) -> list[Unit]:
-        raise NotImplementedError
+        """The units of work (requests chains) for one seed, with stable ids."""
 
+    @abstractmethod
     async def run(self, unit: Unit, caller: Caller) -> Outcome:
-        raise NotImplementedError
+        """Run one unit through the LLM client; returns its records or its failure."""
 
     def make_record(self, unit: Unit, problem: str, final: Final, caller: Caller, res: ChatResult,
                     depth: int = 0, parent_id: str | None = None, sub_method: str | None = None,
