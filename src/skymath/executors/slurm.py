@@ -260,7 +260,9 @@ def augment_status(run: RunDir, cfg: PipelineConfig, stages: list[StageStatus]) 
                 sh.state = "failed"
                 sh.error = f"slurm job {ref} {state} (exit {code})"
             elif state == "CANCELLED":
-                if "Depend" in reason:
+                # kill-on-invalid-dep: sacct's reason can still read "None" right after the
+                # cancel, so a job that waited on parents counts as cancelled by them
+                if "Depend" in reason or sub.entry.get("dependency"):
                     sh.error = f"cancelled: a parent job failed (job {ref}, {reason})"
                 else:
                     sh.state = "failed"
