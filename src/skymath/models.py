@@ -8,7 +8,9 @@ import fcntl
 import importlib.util
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from skymath.errors import UserError
 from skymath.paths import cache_root
@@ -27,24 +29,17 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
-def tiny_model_dir(cache: Path | None = None) -> Path:
-    """HF-format copy of SmolLM2-135M-Instruct (float32), created on first use under a lock."""
-    target = (cache or cache_root()) / "models" / "smollm2-135m-instruct"
+def cached_model_dir(target: Path, build: Callable[[], tuple[Any, Any]]) -> Path:
+    """Build (model, tokenizer) once per machine into `target`: under a lock, saved to a temp dir
+    and renamed, `.complete` last, so concurrent shards never see a half-written copy."""
     if (target / ".complete").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".smollm2.lock", "a") as lock:
+    with open(target.parent / f".{target.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / ".complete").exists():
             return target
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        gguf = smollm2_gguf_path()
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        if getattr(model, "hf_quantizer", None) is not None:
-            model.hf_quantizer.remove_quantization_config(model)
+        model, tok = build()
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp)
@@ -53,6 +48,23 @@ def tiny_model_dir(cache: Path | None = None) -> Path:
         os.replace(tmp, target)
         (target / ".complete").write_text("ok\n")
     return target
+
+
+def tiny_model_dir(cache: Path | None = None) -> Path:
+    """HF-format copy of SmolLM2-135M-Instruct (float32), converted from the GGUF on first use."""
+
+    def build() -> tuple[Any, Any]:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        gguf = smollm2_gguf_path()
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        if getattr(model, "hf_quantizer", None) is not None:
+            model.hf_quantizer.remove_quantization_config(model)
+        return model, tok
+
+    return cached_model_dir((cache or cache_root()) / "models" / "smollm2-135m-instruct", build)
 
 
 def stage_model_dir(run_root: str | Path, stage: str) -> Path:

@@ -3,11 +3,9 @@ synthetic-looking records from real MATH problems, and run directories with a fi
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import json
 import os
-import shutil
 from pathlib import Path
 
 from skymath.config import config_from_dict, dump_config
@@ -18,20 +16,12 @@ from skymath.records import Record, write_jsonl
 
 def tiny_llama_dir(cache: Path | None = None) -> Path:
     """A 3M-parameter random LlamaConfig model saved with the SmolLM2 tokenizer (plumbing tests)."""
+    from skymath.models import cached_model_dir, tiny_model_dir
     from skymath.paths import cache_root
 
-    target = (cache or cache_root()) / "models" / "tiny-llama-smollm2-tok"
-    if (target / ".complete").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".tiny-llama.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (target / ".complete").exists():
-            return target
+    def build():
         import torch
         from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-        from skymath.models import tiny_model_dir
 
         tok = AutoTokenizer.from_pretrained(tiny_model_dir())
         torch.manual_seed(0)
@@ -39,15 +29,9 @@ def tiny_llama_dir(cache: Path | None = None) -> Path:
                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
                           tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                           pad_token_id=tok.pad_token_id)
-        model = LlamaForCausalLM(cfg)
-        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
-        (target / ".complete").write_text("ok\n")
-    return target
+        return LlamaForCausalLM(cfg), tok
+
+    return cached_model_dir((cache or cache_root()) / "models" / "tiny-llama-smollm2-tok", build)
 
 
 def math_records(n: int, max_chars: int = 400, level: int | None = None, offset: int = 0) -> list[Record]:
