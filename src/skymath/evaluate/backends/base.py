@@ -13,7 +13,15 @@ class Generation:
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    finish_reason: str | None = None  # "stop" | "length" | an error string (openai backend)
+    finish_reason: str | None = None  # "stop" | "length" (an error never hides here: see `error`)
+    # Why the generation failed (API error, timeout, server gone, engine exception), or None.
+    # A failed generation is never graded: it is recorded as a failure, excluded from `n`, and
+    # retried on the shard's rerun (an error is never a verdict).
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
 
 
 class Backend(Protocol):
