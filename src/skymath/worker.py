@@ -78,6 +78,7 @@ def run_shard(run_root: str | Path, stage: str, shard: int, force: bool = False)
         return EXIT_BUSY
 
     ctx = ShardContext(run=run, config=cfg, stage_name=stage, shard=shard)
+    ctx.report_progress(force=True)  # progress file: running, with pid and host (skymath status)
     cooperative = getattr(mod, "COOPERATIVE_STOP", False)
     main_thread = threading.main_thread()
 
@@ -143,6 +144,7 @@ def run_shard(run_root: str | Path, stage: str, shard: int, force: bool = False)
             run.mark_failed(stage, shard, f"{type(e).__name__}: {e}", traceback=tb[-4000:], **job)
         return 1
     finally:
+        ctx.finish_progress("ended")
         lock_f.close()
 
 

@@ -1,9 +1,17 @@
-"""What a stage's `run(ctx)` gets: its params, its shard, its inputs, a writer, progress, stop flag."""
+"""What a stage's `run(ctx)` gets: its params, its shard, its inputs, a writer, progress, stop flag.
+
+Progress of a running shard goes to `stages/<stage>/shard-NNNNN.progress.json` (records,
+requests, tokens, dollars, units done/total, pid, host, updated time): `skymath status --watch`
+sums these files for the whole run, so a day-long 1,024-shard synthesis is visible as one table.
+Writes are throttled (at most one every PROGRESS_INTERVAL_S) and atomic (temp file + rename).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import sys
 import threading
 import time
@@ -17,6 +25,12 @@ from skymath.errors import UserError
 from skymath.pipeline.rundir import RunDir
 from skymath.records import Record, ShardWriter, read_records
 
+# seconds between two progress-file writes of one shard (a 1,024-shard array on NFS: ~340 writes/s
+# at 3 s, each a few hundred bytes); tests lower it through the environment
+PROGRESS_INTERVAL_S = float(os.environ.get("SKYMATH_PROGRESS_INTERVAL_S", "3"))
+PROGRESS_FIELDS = ("records", "requests", "tokens_in", "tokens_out", "cost_usd", "failed", "done", "total")
+_log = logging.getLogger("skymath.progress")
+
 
 @dataclass
 class ShardContext:
@@ -26,6 +40,9 @@ class ShardContext:
     shard: int
     stop_event: threading.Event = field(default_factory=threading.Event)
     writers: list[ShardWriter] = field(default_factory=list)
+    _progress: dict[str, Any] = field(default_factory=dict, repr=False)
+    _progress_written: float = field(default=0.0, repr=False)
+    _progress_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     # ---- identity ---------------------------------------------------------------------------
     @property
@@ -97,10 +114,89 @@ class ShardContext:
         return w
 
     def progress(self, total: int | None = None, desc: str | None = None, unit: str = "it", **kw: Any):
+        """A tqdm bar for the log that also feeds units done/total into the shard's progress file."""
         from tqdm import tqdm
 
-        return tqdm(total=total, desc=desc or f"{self.stage_name}[{self.shard}]", unit=unit, file=sys.stderr,
-                    mininterval=kw.pop("mininterval", 1.0), dynamic_ncols=False, ascii=True, **kw)
+        ctx = self
+
+        class _Bar(tqdm):
+            def update(self, n: float | None = 1) -> bool | None:
+                out = super().update(n)
+                ctx.report_progress(done=int(self.n), total=None if self.total is None else int(self.total))
+                return out
+
+        bar = _Bar(total=total, desc=desc or f"{self.stage_name}[{self.shard}]", unit=unit, file=sys.stderr,
+                   mininterval=kw.pop("mininterval", 1.0), dynamic_ncols=False, ascii=True, **kw)
+        self.report_progress(done=int(bar.n), total=None if bar.total is None else int(bar.total))
+        return bar
+
+    # ---- progress file -------------------------------------------------------------------------
+    @property
+    def progress_path(self) -> Path:
+        return self.run.progress_path(self.stage_name, self.shard)
+
+    def report_progress(self, *, records: int | None = None, requests: int | None = None,
+                        tokens_in: int | None = None, tokens_out: int | None = None,
+                        cost_usd: float | None = None, failed: int | None = None,
+                        done: int | None = None, total: int | None = None, usage: dict | None = None,
+                        force: bool = False) -> None:
+        """Record this shard's cumulative counters (None keeps the last value); written to the
+        progress file at most every PROGRESS_INTERVAL_S unless `force`. `records` defaults to
+        what this shard's writers hold; `usage` is an accounting totals dict (requests,
+        prompt_tokens, completion_tokens, cost_usd). Never raises: progress must not fail a shard."""
+        if usage:
+            requests = usage.get("requests", requests)
+            tokens_in = usage.get("prompt_tokens", tokens_in)
+            tokens_out = usage.get("completion_tokens", tokens_out)
+            cost_usd = usage.get("cost_usd", cost_usd)
+        if os.environ.get("RANK", "0") != "0":
+            return  # under torchrun only rank 0 speaks for the shard (as for its markers)
+        values = {"records": records, "requests": requests, "tokens_in": tokens_in, "tokens_out": tokens_out,
+                  "cost_usd": cost_usd, "failed": failed, "done": done, "total": total}
+        now = time.time()
+        with self._progress_lock:
+            p = self._progress
+            if not p:
+                p.update(stage=self.stage_name, shard=self.shard, pid=os.getpid(), host=socket.gethostname(),
+                         started=now, state="running")
+                job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+                if job:
+                    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+                    p["job_id"] = f"{job}_{task}" if task and os.environ.get("SLURM_ARRAY_JOB_ID") else job
+            for k, v in values.items():
+                if v is not None:
+                    p[k] = v
+                    if k in ("records", "done"):
+                        p.setdefault(f"{k}_start", v)  # what this attempt resumed from (for rates)
+            if records is None and self.writers:
+                n = sum(w.count for w in self.writers)
+                p["records"] = n
+                p.setdefault("records_start", n)
+            if not force and now - self._progress_written < PROGRESS_INTERVAL_S:
+                return
+            self._progress_written = now
+            p["updated"] = now
+            self._write_progress(dict(p))
+
+    def finish_progress(self, state: str) -> None:
+        """Last write of the progress file when the shard ends ("finished", "failed", "stopped")."""
+        self.report_progress(force=False)
+        with self._progress_lock:
+            if not self._progress:
+                return
+            self._progress.update(state=state, updated=time.time())
+            self._write_progress(dict(self._progress))
+
+    def _write_progress(self, data: dict[str, Any]) -> None:
+        path = self.progress_path
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data, sort_keys=True) + "\n", encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as e:  # a full or flaky disk must not kill a day of synthesis
+            _log.warning("could not write %s: %s", path, e)
+            tmp.unlink(missing_ok=True)
 
     # ---- signals / services ------------------------------------------------------------------------
     def stop_requested(self) -> bool:

@@ -6,6 +6,7 @@ Everything a user can see (what ran, what failed, what is left) is derived from 
     runs/<name>/stages/<stage>/shard-00003.jsonl output (or any files the stage writes)
     runs/<name>/stages/<stage>/shard-00003.done  completion marker, written last
     runs/<name>/stages/<stage>/shard-00003.failed  last failure (error, attempt)
+    runs/<name>/stages/<stage>/shard-00003.progress.json  live counters of a running shard
     runs/<name>/logs/<stage>/...                 worker logs
     runs/<name>/jobs.jsonl                       ledger of every submission / launch
     runs/<name>/services/<stage>/                endpoints published by service stages
@@ -60,6 +61,10 @@ class RunDir:
 
     def failed_path(self, stage: str, shard: int) -> Path:
         return self.shard_path(stage, shard, ".failed")
+
+    def progress_path(self, stage: str, shard: int) -> Path:
+        """Live counters of a running shard (see ShardContext.report_progress)."""
+        return self.shard_path(stage, shard, ".progress.json")
 
     def work_dir(self, stage: str, shard: int) -> Path:
         """Scratch space of one shard that survives restarts (caches, checkpoints)."""

@@ -143,6 +143,7 @@ def run(ctx) -> dict:
     info["generate_s"] = round(time.time() - t1, 2)
     info["prompt_tokens"] = sum(r.meta["prompt_tokens"] for r in recs)
     info["completion_tokens"] = sum(r.meta["completion_tokens"] for r in recs)
+    ctx.report_progress(tokens_in=info["prompt_tokens"], tokens_out=info["completion_tokens"], usage=info.get("usage"))
     return info
 
 

@@ -183,6 +183,8 @@ def run_shard(ctx) -> dict[str, Any]:
         writer.flush()  # records first: a logged unit always has its records on disk
         unit_log.flush()
         atomic_write_text(usage_path, json.dumps(add_totals(prev_usage, client.usage_totals())))
+        ctx.report_progress(records=counts["records"], failed=counts["failed"],
+                            usage=add_totals(prev_usage, client.usage_totals()))  # skymath status --watch
         last["flush"] = time.monotonic()
 
     def on_outcome(unit: Unit, out: Outcome) -> None:
