@@ -21,7 +21,7 @@ import time
 import traceback
 from pathlib import Path
 
-from skymath.errors import UserError
+from skymath.errors import StageFailed, UserError
 from skymath.pipeline.context import ShardContext
 from skymath.pipeline.rundir import RunDir
 
@@ -135,6 +135,13 @@ def run_shard(run_root: str | Path, stage: str, shard: int, force: bool = False)
             run.mark_failed(stage, shard, str(e), **job)
         print(f"skymath: error: {e}", file=sys.stderr, flush=True)
         return 2
+    except StageFailed as e:  # a failure the stage has explained in one line (no traceback)
+        for w in ctx.writers:
+            w.abort()
+        if rank == 0:
+            run.mark_failed(stage, shard, str(e), **job)
+        print(f"skymath: error: {e}", file=sys.stderr, flush=True)
+        return 1
     except Exception as e:  # noqa: BLE001 - record any stage failure in the marker
         for w in ctx.writers:
             w.abort()
