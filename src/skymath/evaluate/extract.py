@@ -75,17 +75,23 @@ def strip_boxed(text: str) -> str:
 
 
 def _clean(ans: str) -> str | None:
-    """Trim the tail of an extracted answer: first line, `$`, trailing period/colon."""
+    """Trim the tail of an extracted answer: first line, math delimiters, trailing period/colon.
+
+    Only a line that is ONE math span (`$5$.`) is unwrapped; otherwise every delimiter goes and
+    the whole line stays, so a hedge like `$5$ or $6$` remains "5 or 6" (never credited as 5).
+    """
     ans = ans.strip()
-    # `$` delimited answer: keep the math between the first pair of `$` when it starts with one
     ans = ans.split("\n", 1)[0].strip()
     ans = ans.lstrip(":").strip()
-    if ans.startswith("$$") and "$$" in ans[2:]:
-        ans = ans[2 : ans.index("$$", 2)]
-    elif ans.startswith("$") and "$" in ans[1:]:
-        ans = ans[1 : ans.index("$", 1)]
-    elif ans.startswith("\\(") and "\\)" in ans:
-        ans = ans[2 : ans.index("\\)")]
+    body = ans.rstrip(" .")
+    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        inner = body[len(left) : len(body) - len(right)]
+        if (len(body) > len(left) + len(right) and body.startswith(left) and body.endswith(right)
+                and left not in inner and right not in inner):
+            ans = inner
+            break
+    else:
+        ans = re.sub(r"(?<!\\)\$", "", ans).replace("\\(", "").replace("\\)", "")
     ans = ans.strip()
     if ans.endswith("."):
         ans = ans[:-1].rstrip()

@@ -64,9 +64,12 @@ def _gsm8k_number(text: str) -> Fraction | None:
     s = re.sub(r"\\[dt]?frac\{(-?\d+)\}\{(\d+)\}", r"\1/\2", s)
     if "=" in s:
         s = s.rsplit("=", 1)[1]
-    m = _GSM_NUM.search(s)
-    if not m:
+    found = list(_GSM_NUM.finditer(s))
+    if not found:
         return None
+    if _hedged(s, found):
+        return None
+    m = found[0]
     tok = m.group(0).rstrip(",")
     if "," in tok:
         if not re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", tok):
@@ -76,6 +79,24 @@ def _gsm8k_number(text: str) -> Fraction | None:
         return Fraction(tok)
     except (ValueError, ZeroDivisionError):
         return None
+
+
+_PLAIN_GOLD = re.compile(r"\s*-?\d[\d,]*(?:\.\d+)?\s*")  # a GSM8K-style gold (else graded as MATH)
+_HEDGE_GAP = re.compile(r"\s*(?:,|;|/|\\pm|±|\bor\b|\band\b|\bto\b|-|–)\s*", re.IGNORECASE)
+
+
+def _hedged(s: str, found: list[re.Match]) -> bool:
+    """Two different numbers offered as alternatives (`5 or 6`, `5, 6`, `5-6`): not one answer."""
+    for a in found:  # `5,6` (not a thousands separator) is a list
+        tok = a.group(0).rstrip(",")
+        if "," in tok and not re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", tok) and len(set(tok.split(","))) > 1:
+            return True
+    for a, b in zip(found, found[1:], strict=False):
+        gap = s[a.start() + len(a.group(0).rstrip(",")) : b.start()]
+        if _HEDGE_GAP.fullmatch(gap) or (not gap.strip() and b.group(0).startswith("-")):
+            if a.group(0).rstrip(",") != b.group(0).lstrip("-").rstrip(","):
+                return True
+    return False
 
 
 def _gsm8k_equiv(pred: str, gold: str) -> bool:
@@ -141,25 +162,56 @@ def _parse(s: str):
         return None
 
 
-def _numeric_close(x, y) -> bool:
-    """Constant expressions: equal to 30 significant digits at 60-digit precision.
+DIFF_DIGITS = 600  # working precision (digits) up to which a difference of irrational values is resolved
+ZERO_BOUND = 1e-50  # an unresolved difference counts as zero only when bounded below this
 
-    Decimals were made exact rationals before parsing, so this tolerance only absorbs the
-    rounding of irrational values (sqrt nests, pi) and can never equate 3.14 with pi.
-    """
+
+def _exact_rational(x):
+    """x as an exact sympy Rational when its value is rational (unevaluated factorials and powers
+    are evaluated exactly), else None."""
+    try:
+        v = x.doit()
+    except GradeTimeout:
+        raise
+    except Exception:  # noqa: BLE001 - cannot evaluate: not known to be rational
+        return None
+    return v if getattr(v, "is_Rational", False) else None
+
+
+def _difference_is_zero(x, y) -> bool:
+    """x - y evaluated with adaptive precision (sympy evalf tracks cancellation): zero only when no
+    digit survives at DIFF_DIGITS digits and the error bound is tiny. This compares the
+    DIFFERENCE, never a relative error of the values: 2^2005 + sqrt(2) is not 2^2005 + sqrt(2) + 1."""
     import sympy
 
     try:
-        vx, vy = sympy.N(x, 60), sympy.N(y, 60)
-        if not (vx.is_number and vy.is_number) or vx.has(sympy.zoo, sympy.nan) or vy.has(sympy.zoo, sympy.nan):
+        d = sympy.N(x - y, 30, maxn=DIFF_DIGITS)
+        if d == 0:
+            return True
+        if not isinstance(d, sympy.Float):
             return False
-        if vx.is_infinite or vy.is_infinite:
-            return bool(vx == vy)
-        # relative difference in 60-digit arithmetic (floats overflow on values like 2^{2005})
-        rel = sympy.N(sympy.Abs(vx - vy) / sympy.Max(1, sympy.Abs(vx)), 30)
-        return bool(rel.is_number and rel < sympy.Float("1e-30"))
+        # a Float with no significant bit is "0 within a bound": accept only a tiny bound
+        return bool(d._prec <= 1 and abs(float(sympy.Float(d, 3))) < ZERO_BOUND)
     except (TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError):
         return False
+
+
+def _const_equal(x, y) -> bool:
+    """Two constant expressions: exactly when both values are rational (large powers that differ
+    by one, reciprocals of large factorials stay distinct), else by their evaluated difference."""
+    import sympy
+
+    rx, ry = _exact_rational(x), _exact_rational(y)
+    if rx is not None and ry is not None:
+        return bool(rx == ry)
+    try:
+        if x.is_infinite or y.is_infinite or (rx is None and ry is None and (x.is_finite is False or y.is_finite is False)):
+            return bool(x == y)
+        if x.has(sympy.zoo, sympy.nan) or y.has(sympy.zoo, sympy.nan):
+            return False
+    except (TypeError, AttributeError):
+        return False
+    return _difference_is_zero(x, y)
 
 
 def _sym_equal(x, y) -> bool:
@@ -179,9 +231,7 @@ def _sym_equal(x, y) -> bool:
     if x.free_symbols != y.free_symbols:
         return False
     if not x.free_symbols:
-        if x.is_Rational and y.is_Rational:
-            return False
-        return _numeric_close(x, y)
+        return _const_equal(x, y)
     try:
         if sympy.simplify(x - y) == 0:
             return True
@@ -193,7 +243,8 @@ def _sym_equal(x, y) -> bool:
 
 
 def _random_identity(x, y) -> bool:
-    """x == y at 3 random positive points to 30 digits (polynomial identity testing)."""
+    """x == y at 3 random positive rational points (polynomial identity testing); each point is
+    compared like constants: exactly when both values are rational."""
     import random
 
     import sympy
@@ -203,12 +254,10 @@ def _random_identity(x, y) -> bool:
     for _ in range(3):
         subs = {s: sympy.Rational(rng.randint(11, 97), rng.randint(3, 13)) for s in syms}
         try:
-            vx = sympy.N(x.subs(subs), 30)
-            vy = sympy.N(y.subs(subs), 30)
-            if not (vx.is_number and vy.is_number):
+            vx, vy = x.subs(subs), y.subs(subs)
+            if not (vx.is_number and vy.is_number) or vx.has(sympy.zoo, sympy.nan) or vy.has(sympy.zoo, sympy.nan):
                 return False
-            rel = sympy.N(sympy.Abs(vx - vy) / sympy.Max(1, sympy.Abs(vx)), 30)
-            if not (rel.is_number and rel < sympy.Float("1e-20")):
+            if not _const_equal(vx, vy):
                 return False
         except (TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError):
             return False
@@ -307,7 +356,7 @@ def quick_equiv(pred: str | None, gold: str, benchmark: str) -> bool | None:
         raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
     if pred is None or not str(pred).strip():
         return False
-    if benchmark == "gsm8k":
+    if benchmark == "gsm8k" and _PLAIN_GOLD.fullmatch(gold):
         g = _gsm8k_number(gold)
         if g is not None and g.denominator == 1:
             return _gsm8k_equiv(pred, gold)
