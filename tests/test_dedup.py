@@ -48,3 +48,39 @@ def test_dedup_stage(tmp_path):
     assert removed["r2"]["duplicate_of"] == "r0"
     m = run.read_marker(run.done_path("dd", 0))
     assert (m["records"], m["removed_exact"], m["removed_near"]) == (2, 1, 1)
+
+
+def test_default_key_keeps_answer_augmentations_problem_key_keeps_one(tmp_path):
+    """MetaMath's answer augmentation: one problem, several different solutions. The default key
+    (problem + response) keeps them all; key=problem keeps the first; the same sample twice goes."""
+    problem = "Natalia sold clips to 48 of her friends in April, and then she sold half as many in May. How many in all?"
+    sols = ["In May she sold 48 / 2 = 24 clips. Altogether 48 + 24 = 72.\nThe answer is 72",
+            "Half of 48 is 24, so April and May together give 72 clips.\nThe answer is 72",
+            "She sold 48 and then 24 more, which sums to seventy-two clips in total.\nThe answer is 72"]
+    recs = [Record(id=f"aug{i}", problem=problem, response=s, answer="72", method="metamath")
+            for i, s in enumerate(sols)]
+    recs.append(Record(id="copy", problem=problem, response=sols[1], answer="72"))  # a true duplicate
+    outs = {}
+    for key in ("problem_response", "problem"):
+        params = {"key": key} if key == "problem" else {}
+        run = make_run(tmp_path / key, {"synth": SOURCE, "dd": {"kind": "dedup", "depends_on": ["synth"],
+                                                                "params": params}})
+        put_records(run, "synth", 0, recs)
+        assert run_shard(run, "dd") == 0
+        outs[key] = [r.id for r in read_records(run.output_files("dd", 1))]
+    assert outs["problem_response"] == ["aug0", "aug1", "aug2"]
+    assert outs["problem"] == ["aug0"]
+
+
+def test_dedup_stage_declares_dedup_so_repeated_ids_are_removed_naming_both(tmp_path):
+    recs = [Record(id="r0", problem="Find all primes below 20."),
+            Record(id="r1", problem="What is 7 times 8?"),
+            Record(id="r0", problem="Find all primes below 30.")]
+    run = make_run(tmp_path, {"synth": SOURCE, "dd": {"kind": "dedup", "depends_on": ["synth"]}})
+    put_records(run, "synth", 0, recs)
+    assert run_shard(run, "dd") == 0
+    assert [r.id for r in read_records(run.output_files("dd", 1))] == ["r0", "r1"]
+    (gone,) = list(read_records(run.shard_path("dd", 0, ".removed.jsonl")))
+    info = gone.meta["dedup"]
+    assert info["kind"] == "id" and info["first"].endswith("shard-00000.jsonl:1") and info["this"].endswith(":3")
+    assert run.read_marker(run.done_path("dd", 0))["removed_same_id"] == 1

@@ -1,9 +1,12 @@
-"""Dedup of synthetic problems, keeping the first occurrence.
+"""Dedup of synthetic samples, keeping the first occurrence.
 
-Exact: the normalized problem text (NFKC, lowercased, whitespace collapsed) is equal.
-Near: MinHash LSH (datasketch) over token 3-gram shingles, where tokens are words and single
-punctuation marks (so "x+y" and "x-y" differ); a candidate counts when its estimated Jaccard
-similarity reaches the threshold.
+The key is the problem AND the response by default: MetaMath's answer augmentation writes several
+different solutions of one problem on purpose, and keying on the problem alone would delete all
+but one of them. `key="problem"` keys on the problem text only (one sample per problem).
+Exact: the normalized key text (NFKC, lowercased, whitespace collapsed) is equal.
+Near: MinHash LSH (datasketch) over token 3-gram shingles of the key text, where tokens are words
+and single punctuation marks (so "x+y" and "x-y" differ); a candidate counts when its estimated
+Jaccard similarity reaches the threshold.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
+DedupKey = Literal["problem", "problem_response"]
+_SEP = " \u241e "  # a separator no problem text contains: "p" + "q r" never equals "p q" + "r"
 
 
 def normalize(text: str) -> str:
@@ -44,7 +49,8 @@ class Deduper:
     """Stream records; `check(id, problem)` says whether an earlier one duplicates it (and remembers it if not)."""
 
     def __init__(self, near: bool = True, threshold: float = 0.85, num_perm: int = 128, shingle: int = 3,
-                 seed: int = 1) -> None:
+                 seed: int = 1, key: DedupKey = "problem_response") -> None:
+        self.key = key
         self.exact: dict[str, str] = {}
         self.near = near
         self.threshold = threshold
@@ -64,13 +70,19 @@ class Deduper:
         m.update_batch(list(shingles(text, self.shingle)))
         return m
 
-    def check(self, rid: str, problem: str) -> Duplicate | None:
-        key = normalize(problem)
+    def key_text(self, problem: str, response: str | None = None) -> str:
+        if self.key == "problem":
+            return problem
+        return problem + _SEP + (response or "")
+
+    def check(self, rid: str, problem: str, response: str | None = None) -> Duplicate | None:
+        text = self.key_text(problem, response)
+        key = normalize(text)
         if key in self.exact:
             return Duplicate("exact", self.exact[key], 1.0)
         mh = None
         if self.near:
-            mh = self._minhash(problem)
+            mh = self._minhash(text)
             best: tuple[float, str] | None = None
             for cand in self.lsh.query(mh):
                 j = float(np.mean(self.sigs[cand] == mh.hashvalues))
@@ -86,4 +98,4 @@ class Deduper:
 
     def filter(self, records: Iterable[Any]) -> Iterator[tuple[Any, Duplicate | None]]:
         for r in records:
-            yield r, self.check(r.id, r.problem)
+            yield r, self.check(r.id, r.problem, getattr(r, "response", None))

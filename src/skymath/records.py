@@ -80,12 +80,19 @@ def write_marker(path: Path, info: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(info, indent=1, sort_keys=True, default=str) + "\n")
 
 
+class DuplicateIdError(UserError):
+    """Two records with the same id: an error naming both (ids key resume, unit logs and joins, so a
+    repeated id would silently lose or merge data). Stages that deduplicate on purpose say so."""
+
+
 class ShardWriter:
     """Append records to `<path>.partial`; `close()` renames to `path` and writes the marker.
 
     With `resume=True` an existing `.partial` from an interrupted run is kept: a torn last
     line is cut off and `existing_ids` tells the caller what is already written, so a
-    restarted shard continues instead of starting over (and never writes an id twice).
+    restarted shard continues instead of starting over. Offering a record whose id was
+    recovered that way is a resume skip (`write` returns False, counted in `resumed_skips`);
+    writing an id twice otherwise raises `DuplicateIdError` naming both lines.
     """
 
     def __init__(
@@ -102,18 +109,28 @@ class ShardWriter:
         self.flush_every = flush_every
         self.flush_seconds = flush_seconds
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.existing_ids: set[str] = set()
+        self._lines: dict[str, int] = {}  # id -> line number in the shard file
+        self._origins: dict[str, str] = {}  # id -> where the caller said the record came from
+        self._recovered = 0  # lines 1.._recovered came from an interrupted run
+        self._reoffered: set[str] = set()
+        self._line_no = 0
+        self.resumed_skips = 0
         if resume and self.partial.exists():
             self._recover_partial()
             mode = "a"
         else:
             mode = "w"
-        self.count = len(self.existing_ids)
+        self.count = len(self._lines)
         self._f = open(self.partial, mode, encoding="utf-8")
         self._unflushed = 0
         self._last_flush = time.monotonic()
         self.closed = False
         self.meta: dict[str, Any] = {}
+
+    @property
+    def existing_ids(self):
+        """Ids already in the shard (a set-like view)."""
+        return self._lines.keys()
 
     def _recover_partial(self) -> None:
         data = self.partial.read_bytes()
@@ -122,25 +139,49 @@ class ShardWriter:
             with open(self.partial, "r+b") as f:
                 f.truncate(cut)
             data = data[:cut]
-        for line in data.decode("utf-8", errors="replace").splitlines():
+        lines = data.decode("utf-8", errors="replace").split("\n")[:-1]  # records may hold U+2028
+        for lineno, line in enumerate(lines, start=1):
             try:
                 rid = json.loads(line).get("id")
             except (json.JSONDecodeError, AttributeError):
                 continue
             if rid is not None:
-                self.existing_ids.add(rid)
+                self._lines.setdefault(rid, lineno)
+        self._recovered = len(lines)
+        self._line_no = len(lines)
+
+    def _duplicate(self, rid: str, first: int, origin: str | None) -> None:
+        """Raise the error that names both records (line numbers in this shard, and origins)."""
+        def where(line: int, org: str | None) -> str:
+            return f"{self.path.name} line {line}" + (f" (from {org})" if org else "")
+
+        self.flush()
+        second = self._line_no + 1
+        raise DuplicateIdError(f"{self.path.parent}: duplicate record id {rid!r}: "
+                               f"{where(first, self._origins.get(rid))} and {where(second, origin)}")
 
     def __contains__(self, record_id: str) -> bool:
-        return record_id in self.existing_ids
+        return record_id in self._lines
 
-    def write(self, record: Record | dict[str, Any]) -> bool:
-        """Write one record; returns False (and writes nothing) if its id is already in the shard."""
+    def write(self, record: Record | dict[str, Any], origin: str | None = None) -> bool:
+        """Write one record. Returns False (writing nothing) only for an id recovered from an
+        interrupted run (resume); any other repeated id raises DuplicateIdError naming both.
+        `origin` (e.g. `file:line` of the input) is named in that error."""
         if isinstance(record, dict):
             record = Record.model_validate(record)
-        if record.id in self.existing_ids:
-            return False
+        rid = record.id
+        first = self._lines.get(rid)
+        if first is not None:
+            if first <= self._recovered and rid not in self._reoffered:
+                self._reoffered.add(rid)
+                self.resumed_skips += 1
+                return False
+            self._duplicate(rid, first, origin)
         self._f.write(record.to_json() + "\n")
-        self.existing_ids.add(record.id)
+        self._line_no += 1
+        self._lines[rid] = self._line_no
+        if origin is not None:
+            self._origins[rid] = origin
         self.count += 1
         self._unflushed += 1
         if self._unflushed >= self.flush_every or time.monotonic() - self._last_flush > self.flush_seconds:
@@ -217,6 +258,7 @@ class ShardReader:
         self.as_records = as_records
         self.quarantine = quarantine
         self.bad = 0
+        self.lineno = 0  # line number of the record last yielded
         self.bad_path = bad_path_for(self.path)
         if not self.path.is_file():
             raise UserError(f"{self.path}: input file not found")
@@ -234,6 +276,7 @@ class ShardReader:
             self.bad_path.unlink()  # re-reading rewrites the quarantine, never doubles it
         with _open_text(self.path) as f:
             for lineno, line in enumerate(f, start=1):
+                self.lineno = lineno
                 if not line.strip():
                     continue
                 try:
@@ -252,12 +295,34 @@ class ShardReader:
                     self._quarantine(lineno, line, f"invalid record: {key}: {err['msg']}")
 
 
-def read_records(paths: str | Path | Iterable[str | Path]) -> Iterator[Record]:
-    """Records of one or several shard files, in order, quarantining bad lines."""
+def read_records(paths: str | Path | Iterable[str | Path], unique: bool = True) -> Iterator[Record]:
+    """Records of one or several shard files, in order, quarantining bad lines.
+
+    `unique=True` (the default) raises DuplicateIdError naming both `file:line`s when an id
+    repeats across the files: a stage that deduplicates by id on purpose passes False."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
+    seen: dict[str, int] = {}  # id -> (file index << 32) | line: one int per record
+    files: list[Path] = []
     for p in paths:
-        yield from ShardReader(p)
+        reader = ShardReader(p)
+        files.append(reader.path)
+        for rec in reader:
+            if unique:
+                here = ((len(files) - 1) << 32) | reader.lineno
+                first = seen.setdefault(rec.id, here)
+                if first != here:
+                    raise DuplicateIdError(f"duplicate record id {rec.id!r}: {files[first >> 32]}:{first & 0xFFFFFFFF} "
+                                           f"and {reader.path}:{reader.lineno}")
+            yield rec
+
+
+def iter_with_origin(paths: Iterable[str | Path]) -> Iterator[tuple[Record, str]]:
+    """(record, "file:line") for every record of the files, in order (no uniqueness check)."""
+    for p in paths:
+        reader = ShardReader(p)
+        for rec in reader:
+            yield rec, f"{reader.path}:{reader.lineno}"
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:

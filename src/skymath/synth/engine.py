@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from skymath.errors import StageFailed
-from skymath.records import Record, atomic_write_text, write_jsonl
+from skymath.records import DuplicateIdError, Record, atomic_write_text, write_jsonl
 from skymath.synth.accounting import add_totals
 from skymath.synth.client import LLMClient
 from skymath.synth.methods import Outcome, Settings, Unit, get_methods
@@ -31,15 +31,19 @@ TEXT_LIMIT = 4000
 
 # ---- planning (pure, deterministic) ---------------------------------------------------------------
 def select_seeds(records: list[Record], levels: list[int] | None, max_seeds: int | None) -> list[Record]:
-    seen: set[str] = set()
+    """The seeds this stage synthesizes from. Two seeds with one id would share their units (and
+    one would be lost), so a repeated id is an error naming both, never a skip."""
+    seen: dict[str, int] = {}
     out = []
-    for r in records:
-        if r.id in seen or (levels is not None and r.level not in levels):
+    for i, r in enumerate(records):
+        first = seen.setdefault(r.id, i)
+        if first != i:
+            raise DuplicateIdError(f"two seeds share the id {r.id!r}: input records #{first + 1} "
+                                   f"(source {records[first].source}) and #{i + 1} (source {r.source})")
+        if levels is not None and r.level not in levels:
             continue
-        seen.add(r.id)
-        out.append(r)
-        if max_seeds is not None and len(out) >= max_seeds:
-            break
+        if max_seeds is None or len(out) < max_seeds:
+            out.append(r)
     return out
 
 
@@ -82,7 +86,7 @@ class UnitLog:
         if cut < len(data):  # torn last line after a crash
             with open(self.path, "r+b") as f:
                 f.truncate(cut)
-        for line in data[:cut].decode("utf-8", errors="replace").splitlines():
+        for line in data[:cut].decode("utf-8", errors="replace").split("\n"):  # not splitlines(): U+2028
             try:
                 e = json.loads(line)
                 state[e["unit"]] = e
