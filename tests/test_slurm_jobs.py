@@ -39,7 +39,7 @@ def test_gpu_multinode_template_runs_torchrun_c10d_gloo_job(tmp_path):
     ex.launch()
     (entry,) = [e for e in run.ledger() if e.get("event") == "submit"]
     script = open(entry["script"]).read()
-    assert "srun " in script and "--rdzv-backend c10d" in script and '--rdzv-id "$SLURM_JOB_ID"' in script
+    assert "srun " in script and "-m skymath.train.launch --nproc-per-node 2" in script
     assert "#SBATCH --signal=B:USR2@60" in script and "scontrol requeue" in script
     wait_jobs([entry["job_id"]], timeout_s=400)
     marker = json.loads(run.done_path("train", 0).read_text())
@@ -110,7 +110,7 @@ stages:
     assert r.returncode == 0, r.stdout + r.stderr
     run, config = runner.open_run(tmp_path / "runs" / "sub3")
     (entry,) = [e for e in run.ledger() if e.get("event") == "submit"]
-    assert entry["executor"] == "submitit" and entry["shards"] == [0, 1, 2]
+    assert entry["executor"] == "slurm" and entry["shards"] == [0, 1, 2]  # the one planner
     states = sacct_states([entry["job_id"]], keys=[f"{entry['job_id']}_{i}" for i in range(3)])
     assert states == {f"{entry['job_id']}_{i}": "COMPLETED" for i in range(3)}
     assert all(s.complete for s in runner.status(run, config))

@@ -17,10 +17,10 @@ from support.slurm_helpers import job_ids, make_executor, require_cluster, wait_
 from skymath.config.cluster import ClusterProfile, load_profile, profile_names
 from skymath.config.schema import SHAPES, StageSpec
 from skymath.errors import UserError
-from skymath.executors.render import clamp_time, job_spec, render_script, render_stop_job, shell_vars
+from skymath.executors.render import check_time, job_spec, render_script, render_stop_job, shell_vars
 from skymath.executors.slurm import compress_indices, expand_indices, split_array
 
-EVIL = ["x$(touch {p})", "a; touch {p}", "`touch {p}`", "'; touch {p}; '", 'q"$(touch {p})"', "b\n touch {p}"]
+EVIL = ["x$(touch {p})", "a; touch {p}", "`touch {p}`", "'; touch {p}; '", 'q"$(touch {p})"', "b\\ touch {p}&"]
 
 
 def bash_n(text: str, tmp_path: Path) -> None:
@@ -48,7 +48,7 @@ def test_every_template_renders_for_every_shape_and_profile(tmp_path):
                 assert "apptainer exec" in text and prof.container.image_for(shape) in text
                 assert "OPENAI_API_KEY" in text  # passed by NAME
             if shape == "gpu-multinode":
-                assert "--rdzv-backend c10d" in text and "srun " in text
+                assert "-m skymath.train.launch --nproc-per-node" in text and "srun " in text
                 if prof.gpu_gres:
                     assert f"#SBATCH --gres=gpu:{prof.gpus_per_node}" in text
         bash_n(render_stop_job(prof, run_dir=tmp_path, service="svc", service_job="12,13",
@@ -58,13 +58,13 @@ def test_every_template_renders_for_every_shape_and_profile(tmp_path):
 
 def test_example_profile_header_uses_site_values():
     prof = load_profile("example")
-    spec = StageSpec(kind="x", shape="gpu-multinode", resources={"nodes": 4, "time": "9-00:00:00"})
+    spec = StageSpec(kind="x", shape="gpu-multinode", resources={"nodes": 4, "time": "2-00:00:00"})
     js = job_spec(prof, spec, stage="sft", run_dir=Path("/r"), job_name="r.sft", output="/r/%A_%a.out",
                   worker_argv_tail=["/r", "sft", "@f"], array="0", chdir=Path("/r"))
     text = render_script(js)
     for line in ["#SBATCH --partition=gpu-a100", "#SBATCH --account=mathlab", "#SBATCH --qos=normal",
                  "#SBATCH --nodes=4", "#SBATCH --gres=gpu:8", "#SBATCH --exclusive",
-                 "#SBATCH --time=2-00:00:00",  # clamped to the profile's gpu limit
+                 "#SBATCH --time=2-00:00:00",
                  "#SBATCH --signal=B:USR2@300", "#SBATCH --constraint=a100", "module purge",
                  "module load apptainer/1.3.4", "export NCCL_SOCKET_IFNAME=ib0", "--nproc-per-node 8",
                  'export HF_HOME="/project/mathlab/hf-cache"', 'export SKYMATH_SCRATCH="/scratch/$USER/skymath"']:
@@ -179,10 +179,12 @@ def test_index_helpers_and_array_split():
     assert [(p.base, p.shards, p.tasks) for p in parts] == [
         (0, [0, 1, 2, 3], [0, 1, 2, 3]), (4, [4, 5, 6, 7], [0, 1, 2, 3]), (8, [8, 9], [0, 1])]
     assert [(p.base, p.tasks) for p in split_array([3, 17, 42], 1001)] == [(0, [3, 17, 42])]
-    assert clamp_time("3-00:00:00", "2-00:00:00") == "2-00:00:00"
-    assert clamp_time("01:00:00", "2-00:00:00") == "01:00:00"
-    with pytest.raises(UserError):
-        clamp_time("soon", None)
+    with pytest.raises(UserError, match=r"stage st: resources.time 3-00:00:00 is above the time limit 2-00:00:00"):
+        check_time("st", "3-00:00:00", "2-00:00:00", "time_limits.gpu")
+    assert check_time("st", "01:00:00", "2-00:00:00", "time_limits.gpu") == "01:00:00"
+    for bad in ("soon", "01:00:00\n"):
+        with pytest.raises(UserError):
+            check_time("st", bad, None, "time_limits.cpu")
     assert shell_vars("/s/$USER/${X}/$(id)/`x`") == '"/s/$USER/${X}/\\$(id)/\\`x\\`"'
 
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from skymath.config.base import Strict
+from skymath.config.cluster import SafeStr, _check_sbatch_options, control_char_problem
 from skymath.config.llm import LLMConfig
 from skymath.paths import default_data_root
 
@@ -15,10 +16,20 @@ Shape = Literal["cpu-single", "cpu-array", "gpu-array", "gpu-multinode"]
 SHAPES: tuple[str, ...] = ("cpu-single", "cpu-array", "gpu-array", "gpu-multinode")
 
 
+def _safe_path(v: Path) -> Path:
+    """Paths are rendered into #SBATCH lines (--output, --chdir): no control characters."""
+    problem = control_char_problem(str(v))
+    if problem:
+        raise ValueError(f"{problem}: paths end up in #SBATCH lines and shell scripts")
+    return v
+
+
 class RunConfig(Strict):
     name: str = "demo"
     root: Path = Path("runs")
     seed: int = 0
+
+    _root = field_validator("root")(_safe_path)
 
     @field_validator("name")
     @classmethod
@@ -41,9 +52,22 @@ class Resources(Strict):
     mem_gb: float = Field(2.0, gt=0)  # per task (per node for gpu-multinode)
     gpus: int = Field(0, ge=0)  # per task; per node for gpu-multinode
     nodes: int = Field(1, ge=1)
-    time: str = "04:00:00"
+    time: SafeStr = "04:00:00"
     array_throttle: int | None = Field(None, ge=1)  # --array=...%K
-    partition: str | None = None  # overrides the cluster profile's partition for this shape
+    # site options for this stage; each overrides the profile's shapes.<shape> value, which
+    # overrides the profile's top-level value
+    partition: SafeStr | None = None
+    account: SafeStr | None = None
+    qos: SafeStr | None = None
+    constraint: SafeStr | None = None
+    exclude: SafeStr | None = None
+    reservation: SafeStr | None = None
+    sbatch_extra: list[SafeStr] = Field(default_factory=list)
+
+    @field_validator("sbatch_extra")
+    @classmethod
+    def _options(cls, v: list[str]) -> list[str]:
+        return _check_sbatch_options(v)
 
 
 class StageSpec(Strict):
@@ -58,6 +82,8 @@ class StageSpec(Strict):
 
 class DataConfig(Strict):
     root: Path = Field(default_factory=default_data_root)
+
+    _root = field_validator("root")(_safe_path)
 
 
 class ClusterRef(Strict):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from skymath.config.cluster import ClusterProfile
-from skymath.config.schema import SHAPES, StageSpec
+from skymath.config.schema import SHAPES, Resources, StageSpec
 from skymath.errors import UserError
 
 _VAR = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})")
@@ -48,12 +48,12 @@ def shell_vars(value: Any) -> str:
 
 
 # ---- time limits --------------------------------------------------------------------------------
-_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+_TIME = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?")
 
 
 def time_seconds(text: str) -> int:
     """Slurm time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S -> seconds."""
-    m = _TIME.match(text.strip())
+    m = _TIME.fullmatch(text.strip(" "))
     if not m:
         raise UserError(f"time limit {text!r}: expected [D-]HH:MM:SS (Slurm format)")
     d, a, b, c = m.groups()
@@ -66,10 +66,22 @@ def time_seconds(text: str) -> int:
     return int(a) * 60
 
 
-def clamp_time(requested: str, limit: str | None) -> str:
-    if limit and time_seconds(requested) > time_seconds(limit):
-        return limit
-    time_seconds(requested)  # validate
+def format_time(seconds: int) -> str:
+    """Seconds -> Slurm's [D-]HH:MM:SS."""
+    d, rest = divmod(int(seconds), 86400)
+    h, rest = divmod(rest, 3600)
+    m, sec = divmod(rest, 60)
+    return (f"{d}-" if d else "") + f"{h:02d}:{m:02d}:{sec:02d}"
+
+
+def check_time(stage: str, requested: str, limit: str | None, limit_key: str) -> str:
+    """The requested time, validated; above the profile's limit is an error (never clamped: a job
+    silently cut short loses the work of its last hours)."""
+    need = time_seconds(requested)
+    if limit and need > time_seconds(limit):
+        raise UserError(f"stage {stage}: resources.time {requested} is above the time limit {limit} allowed by the "
+                        f"cluster profile ({limit_key}); lower stages.{stage}.resources.time (jobs stopped by "
+                        "their limit checkpoint and requeue) or raise the profile's limit if the partition allows it")
     return requested
 
 
@@ -132,7 +144,7 @@ def _env():
 class JobSpec:
     """Everything one sbatch script needs; built by `job_spec`, rendered by `render_script`."""
 
-    template: str  # cpu-array | cpu-single | gpu-array | gpu-multinode | (stop jobs use cpu-single)
+    template: str  # cpu-array | cpu-single | gpu-array | gpu-multinode | stop-service
     job_name: str
     run_dir: str
     stage: str
@@ -143,6 +155,9 @@ class JobSpec:
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
+    constraint: str | None = None
+    exclude: str | None = None
+    reservation: str | None = None
     time: str = "01:00:00"
     cpus_per_task: int = 1
     mem: str | None = None  # "2048M"
@@ -161,14 +176,61 @@ class JobSpec:
     env: dict[str, str] = field(default_factory=dict)  # exported with shell_quote
     env_vars: dict[str, str] = field(default_factory=dict)  # exported with shell_vars ($NAME expands)
     python: str = sys.executable
-    # gpu-multinode
+    # gpu-multinode: the container-wrapped `python -m skymath.train.launch ... --` prefix, then the
+    # worker's arguments (the ONE multi-node launcher, see skymath/train/launch.py)
     nproc_per_node: int = 1
-    rendezvous_port: int = 29500
-    launcher: str = ""  # container-wrapped `python -m torch.distributed.run` prefix
-    worker_args: list[str] = field(default_factory=list)  # after `-m skymath.worker`
+    launcher: str = ""
+    worker_args: list[str] = field(default_factory=list)
 
     def context(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass
+class SiteOptions:
+    """The sbatch site options of one job, merged: stage `resources` over `shapes.<shape>` over
+    the profile's top level. `keys` says where each value came from (for error messages)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    exclude: str | None = None
+    reservation: str | None = None
+    time_limit: str | None = None
+    gres_name: str = "gpu"
+    sbatch_extra: list[tuple[str, str | None]] = field(default_factory=list)
+    keys: dict[str, str] = field(default_factory=dict)
+
+
+MERGED = ("partition", "account", "qos", "constraint", "exclude", "reservation")
+
+
+def site_options(profile: ClusterProfile, shape: str, res: Resources | None = None, stage: str | None = None) -> SiteOptions:
+    """Merge the profile's top-level values, `shapes.<shape>` and the stage's `resources`."""
+    shp = profile.shape_options(shape)
+    out = SiteOptions(gres_name=shp.gres_name or profile.gres_name)
+    kind = "gpu" if shape.startswith("gpu") else "cpu"
+    top = {"partition": getattr(profile.partitions, kind), "account": profile.account, "qos": profile.qos,
+           "constraint": profile.constraint, "exclude": profile.exclude, "reservation": profile.reservation}
+    for name in MERGED:
+        levels = [(top[name], f"{'partitions.' + kind if name == 'partition' else name}"),
+                  (getattr(shp, name), f"shapes.{shape}.{name}")]
+        if res is not None:
+            levels.append((getattr(res, name), f"stages.{stage}.resources.{name}"))
+        for value, key in levels:
+            if value:
+                setattr(out, name, value)
+                out.keys[name] = key
+    out.time_limit = shp.time_limit or getattr(profile.time_limits, kind)
+    out.keys["time_limit"] = f"shapes.{shape}.time_limit" if shp.time_limit else f"time_limits.{kind}"
+    extra: dict[str, str | None] = {}
+    for opts in (profile.sbatch_extra, shp.sbatch_extra, res.sbatch_extra if res is not None else []):
+        for name, value in _split_extra(opts):
+            extra.pop(name, None)  # a later level replaces the same option
+            extra[name] = value
+    out.sbatch_extra = list(extra.items())
+    return out
 
 
 def _split_extra(opts: list[str]) -> list[tuple[str, str | None]]:
@@ -179,6 +241,30 @@ def _split_extra(opts: list[str]) -> list[tuple[str, str | None]]:
             raise UserError(f"sbatch_extra: {o!r} is not a --long-option[=value]")
         out.append((name, value if _ else None))
     return out
+
+
+def check_rendered_values(js: JobSpec, where: str) -> None:
+    """No control character in any value that reaches the script (the profile and config are
+    validated on load; this also covers values built at run time: cwd, run dir, job name)."""
+    from skymath.config.cluster import control_char_problem
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, str):
+            problem = control_char_problem(value)
+            if problem:
+                raise UserError(f"{where}: {key} {value!r} {problem}: values end up in #SBATCH lines and "
+                                "shell scripts")
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(str(k), f"{key} key")
+                walk(v, f"{key}.{k}")
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(v, f"{key}[{i}]")
+
+    for name, value in js.__dict__.items():
+        if name not in ("command", "launcher"):  # built from the values checked here
+            walk(value, name)
 
 
 def job_spec(profile: ClusterProfile, spec: StageSpec, *, stage: str, run_dir: Path, job_name: str,
@@ -192,11 +278,9 @@ def job_spec(profile: ClusterProfile, spec: StageSpec, *, stage: str, run_dir: P
     res = spec.resources
     gpu = shape.startswith("gpu")
     py = python or profile.python or sys.executable
+    site = site_options(profile, shape, res, stage)
     env = dict(profile.env)
-    if profile.hf_home:
-        env_vars = {"HF_HOME": profile.hf_home}
-    else:
-        env_vars = {}
+    env_vars = {"HF_HOME": profile.hf_home} if profile.hf_home else {}
     if profile.scratch:
         env_vars["SKYMATH_SCRATCH"] = profile.scratch
     if shape == "gpu-multinode":
@@ -214,10 +298,13 @@ def job_spec(profile: ClusterProfile, spec: StageSpec, *, stage: str, run_dir: P
         chdir=str(chdir),
         output=output,
         array=array,
-        partition=res.partition or profile.partition_for(shape),
-        account=profile.account,
-        qos=profile.qos,
-        time=clamp_time(res.time, profile.time_limit_for(shape)),
+        partition=site.partition,
+        account=site.account,
+        qos=site.qos,
+        constraint=site.constraint,
+        exclude=site.exclude,
+        reservation=site.reservation,
+        time=check_time(stage, res.time, site.time_limit, site.keys["time_limit"]),
         cpus_per_task=res.cpus,
         nodes=res.nodes if shape == "gpu-multinode" else 1,
         signal_lead_s=profile.signal_lead_s,
@@ -225,24 +312,23 @@ def job_spec(profile: ClusterProfile, spec: StageSpec, *, stage: str, run_dir: P
         max_requeues=profile.max_requeues,
         mail_user=profile.mail_user,
         mail_type=profile.mail_type,
-        sbatch_extra=_split_extra(profile.sbatch_extra),
+        sbatch_extra=site.sbatch_extra,
         modules=list(profile.modules),
         purge_modules=profile.purge_modules,
         setup=list(profile.setup),
         env=env,
         env_vars=env_vars,
         python=py,
-        rendezvous_port=profile.rendezvous_port,
     )
     gpus = res.gpus or (profile.gpus_per_node if shape == "gpu-multinode" else (1 if gpu else 0))
     if gpu and profile.gpu_gres and gpus > 0:
-        js.gres = f"{profile.gres_name}:{gpus}"
-    mem_mb = int(round(res.mem_gb * 1024))
-    js.mem = f"{mem_mb}M"
+        js.gres = f"{site.gres_name}:{gpus}"
+    js.mem = f"{int(round(res.mem_gb * 1024))}M"
+    check_rendered_values(js, f"stage {stage}")
     if shape == "gpu-multinode":
         js.exclusive = profile.exclusive_multinode
         js.nproc_per_node = max(1, gpus)
-        js.launcher = container_command(profile, shape, [py, "-m", "torch.distributed.run"], gpu=True, **wrap)
+        js.launcher = container_command(profile, shape, launcher_argv(py, js.nproc_per_node, profile), gpu=True, **wrap)
         js.worker_args = list(worker_argv_tail)
     else:
         js.command = container_command(profile, shape, [py, "-m", "skymath.worker", *worker_argv_tail], gpu=gpu,
@@ -250,13 +336,32 @@ def job_spec(profile: ClusterProfile, spec: StageSpec, *, stage: str, run_dir: P
     return js
 
 
+def launcher_argv(python: str, nproc_per_node: int, profile: ClusterProfile) -> list[str]:
+    """`python -m skymath.train.launch` with the signal/shutdown/port policy of this profile
+    (the worker's arguments follow the `--`)."""
+    return [python, "-m", "skymath.train.launch", "--nproc-per-node", str(nproc_per_node),
+            "--port-base", str(profile.rendezvous_port), "--shutdown-timeout", str(profile.checkpoint_grace),
+            "--"]
+
+
 def render_script(js: JobSpec) -> str:
     return _env().get_template(f"{js.template}.sh.j2").render(**js.context())
+
+
+def stop_job_time(profile: ClusterProfile) -> str:
+    """Long enough for the stop job's grace period plus a margin; within the cpu-single limit."""
+    need = format_time(max(600, profile.stop_grace_s + 300))
+    site = site_options(profile, "cpu-single")
+    if site.time_limit and time_seconds(need) > time_seconds(site.time_limit):
+        raise UserError(f"cluster profile {profile.name}: stop_grace_s {profile.stop_grace_s} needs a {need} stop job, "
+                        f"above the cpu-single time limit {site.time_limit} ({site.keys['time_limit']})")
+    return need
 
 
 def render_stop_job(profile: ClusterProfile, *, run_dir: Path, service: str, service_job: str,
                     stop_file: Path, output: str, chdir: Path, job_name: str) -> str:
     """A tiny cpu-single job that stops a service: writes its STOP file, waits, then scancels it."""
+    site = site_options(profile, "cpu-single")
     js = JobSpec(
         template="stop-service",
         job_name=job_name,
@@ -264,14 +369,18 @@ def render_stop_job(profile: ClusterProfile, *, run_dir: Path, service: str, ser
         stage=service,
         chdir=str(chdir),
         output=output,
-        partition=profile.partitions.cpu,
-        account=profile.account,
-        qos=profile.qos,
-        time="00:30:00" if profile.stop_grace_s < 1500 else clamp_time("1-00:00:00", profile.time_limits.cpu),
+        partition=site.partition,
+        account=site.account,
+        qos=site.qos,
+        constraint=site.constraint,
+        exclude=site.exclude,
+        reservation=site.reservation,
+        time=stop_job_time(profile),
         cpus_per_task=1,
         mem="256M",
-        sbatch_extra=[],
+        sbatch_extra=site.sbatch_extra,
     )
+    check_rendered_values(js, f"stop job of service {service}")
     ctx = js.context()
     ctx.update(stop_file=str(stop_file), service_job=service_job, grace_s=profile.stop_grace_s)
     return _env().get_template("stop-service.sh.j2").render(**ctx)
