@@ -39,6 +39,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("skymath: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _broken_pipe()
+
+
+def _broken_pipe() -> int:
+    """`skymath status --json | head`: the reader left; exit quietly like other Unix tools (141 =
+    128 + SIGPIPE), with stdout pointed at /dev/null so the interpreter's final flush is silent."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 141
 
 
 if __name__ == "__main__":

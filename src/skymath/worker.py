@@ -78,7 +78,7 @@ def run_shard(run_root: str | Path, stage: str, shard: int, force: bool = False)
         return EXIT_BUSY
 
     ctx = ShardContext(run=run, config=cfg, stage_name=stage, shard=shard)
-    ctx.report_progress(force=True)  # progress file: running, with pid and host (skymath status)
+    ctx.start_progress()  # progress file (+ heartbeat): running, pid, host, records (skymath status)
     cooperative = getattr(mod, "COOPERATIVE_STOP", False)
     main_thread = threading.main_thread()
 

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from skymath.errors import UserError
-    from skymath.executors import get_executor
+    from skymath.executors import get_executor, require_scheduler
     from skymath.pipeline import runner
 
     run, cfg = runner.open_run(args.run_dir)
@@ -26,6 +26,7 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"{run.config_path}: no stage {args.stage!r} (stages: {', '.join(cfg.stages)})")
     kind = args.executor or runner.ledger_executor(run)
     opts = {"profile": args.profile} if args.profile and kind != "local" else {}
+    require_scheduler(kind)
     ex = get_executor(kind, run, cfg, **opts)
     rc = ex.resubmit(args.stage)
     if kind != "local" and args.wait and rc == 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,25 +17,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stage", action="append", default=None, help="only these stages (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="render/print what would run, submit nothing")
     p.add_argument("--wait", action="store_true", help="slurm/submitit: block until the jobs finish")
+    p.add_argument("--no-watch", action="store_true",
+                   help="one line per change instead of the live run table (the default off a terminal)")
     p.add_argument("--reconfigure", action="store_true", help="replace the frozen config of an existing run")
     p.add_argument("--max-parallel", type=int, default=None, help="local: CPU slots (default executor.max_parallel)")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    from skymath.executors import get_executor
+    from skymath.executors import get_executor, require_scheduler
     from skymath.pipeline import runner
+    from skymath.pipeline.dag import Pipeline
 
-    run, cfg = runner.prepare_run(args.config, args.override, args.reconfigure, args.executor)
+    # a dry run freezes nothing; a real one checks the scheduler before writing the run directory
+    run, cfg = runner.prepare_run(args.config, args.override, args.reconfigure, args.executor, freeze=False)
     kind = cfg.executor.kind
+    Pipeline.from_config(cfg).check_names(args.stage, str(args.config))
+    if not args.dry_run:
+        require_scheduler(kind)
     opts: dict = {}
     if kind == "local":
         opts["max_parallel"] = args.max_parallel
+        opts["view"] = "plain" if args.no_watch else "auto"
     elif args.profile:
         opts["profile"] = args.profile
     ex = get_executor(kind, run, cfg, **opts)
+    if not args.dry_run:
+        runner.freeze_run(run, cfg, args.config, args.reconfigure)
+    elif not args.reconfigure and runner.frozen_config_differs(run, cfg):
+        print(f"note: {run.root} was started with a different config; running this one needs --reconfigure",
+              file=sys.stderr)
     rc = ex.launch(args.stage, dry_run=args.dry_run)
     if kind != "local" and args.wait and not args.dry_run and rc == 0:
-        st = runner.wait(run, cfg)
+        st = runner.wait(run, cfg, view="plain" if args.no_watch else "auto")
         return 0 if all(s.complete for s in st if not s.service) else 1
     return rc

@@ -54,9 +54,14 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Pipeline
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
     data = read_yaml(path)
+    if not data:
+        raise UserError(f"{path}: the config is empty: expected a pipeline (run, stages, ...; see launch/demo.yaml)")
     if overrides:
         apply_overrides(data, overrides)
-    return config_from_dict(data, str(path))
+    cfg = config_from_dict(data, str(path))
+    if not cfg.stages:
+        raise UserError(f"{path}: stages: no stages defined, nothing would run (see launch/demo.yaml)")
+    return cfg
 
 
 def dump_config(cfg: PipelineConfig) -> str:

@@ -42,10 +42,24 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; a missing file or malformed YAML is a UserError naming file and line."""
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{p}: is a directory, expected a YAML config file")
     if not p.is_file():
         raise UserError(f"{p}: config file not found")
     try:
-        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506 (SafeLoader subclass)
+        raw = p.read_bytes()
+    except OSError as e:
+        raise UserError(f"{p}: cannot read the config file: {e.strerror or e}") from None
+    nul = raw.find(b"\0")
+    if nul >= 0:
+        raise UserError(f"{p}: not a YAML text file (binary data at byte {nul})")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise UserError(f"{p}:{line}: not a YAML text file (invalid UTF-8 at byte {e.start})") from None
+    try:
+        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 (SafeLoader subclass)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = f":{mark.line + 1}" if mark else ""

@@ -5,6 +5,7 @@ children cleanly (they keep partial output for resume and never mark it done).""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,9 @@ from pathlib import Path
 
 from skymath.config.schema import PipelineConfig
 from skymath.pipeline.dag import Pipeline
+from skymath.pipeline.procs import process_start, this_host
 from skymath.pipeline.rundir import RunDir
+from skymath.pipeline.status import LOCAL_STATE_FILE
 
 STOP_GRACE_S = 60.0
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -49,7 +52,7 @@ def _last_progress_line(path: Path) -> str:
 
 class LocalExecutor:
     def __init__(self, run: RunDir, cfg: PipelineConfig, max_parallel: int | None = None,
-                 env: dict[str, str] | None = None, quiet: bool = False) -> None:
+                 env: dict[str, str] | None = None, quiet: bool = False, view: str = "plain") -> None:
         self.run = run
         self.cfg = cfg
         self.pipe = Pipeline.from_config(cfg)
@@ -58,6 +61,8 @@ class LocalExecutor:
         self.quiet = quiet
         self.procs: list[_Proc] = []
         self._stopping = False
+        self.view = view  # "auto": the live run table on a terminal (skymath run), "plain": lines only
+        self._live = False
 
     # ---- output ---------------------------------------------------------------------------
     def say(self, msg: str) -> None:
@@ -122,8 +127,39 @@ class LocalExecutor:
                 p.popen.wait()
         self.procs.clear()
 
+    def check_stages(self, stages: list[str] | None) -> None:
+        """A typo in --stage is an error, never "all 0 stage(s) complete"."""
+        self.pipe.check_names(stages, str(self.run.config_path))
+
+    def _write_state(self, state: dict[str, str]) -> None:
+        """`local-executor.json`: who runs this run and each stage's state, so `skymath status`
+        in another terminal shows queued shards as pending (removed when the executor ends)."""
+        info = {"pid": os.getpid(), "host": this_host(), "pid_start": process_start(os.getpid()),
+                "started": self._started, "updated": time.time(), "stages": state}
+        tmp = self.run.root / f".{LOCAL_STATE_FILE}.tmp{os.getpid()}"
+        try:
+            tmp.write_text(json.dumps(info) + "\n", encoding="utf-8")
+            os.replace(tmp, self.run.root / LOCAL_STATE_FILE)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+
     # ---- scheduling -----------------------------------------------------------------------------
     def launch(self, stages: list[str] | None = None, dry_run: bool = False) -> int:
+        self.check_stages(stages)
+        if not dry_run and not self.quiet and self.view != "plain":
+            from skymath.pipeline.watch import live_view, resolve_view
+
+            if resolve_view(self.view) == "live":  # type: ignore[arg-type]
+                self._live = True
+                try:
+                    with live_view(self.run, self.cfg, interval=max(2.0, self.cfg.executor.poll_s),
+                                   note="Ctrl-C stops the run; rerun the same command to resume"):
+                        return self._launch(stages, dry_run)
+                finally:
+                    self._live = False
+        return self._launch(stages, dry_run)
+
+    def _launch(self, stages: list[str] | None, dry_run: bool) -> int:
         selected = [s for s in self.pipe.order if stages is None or s in stages]
         services = [s for s in selected if self.pipe.is_service(s)]
         work = [s for s in selected if s not in services]
@@ -150,6 +186,8 @@ class LocalExecutor:
                 self.say(f"{s}: complete, skipped")
 
         prev_handlers = {}
+        self._started = time.time()
+        written: dict[str, str] = {}
 
         def on_signal(signum, _frame):
             self._stopping = True
@@ -163,6 +201,9 @@ class LocalExecutor:
                     self.stop_all()
                     self.say("stopped; rerun the same command to resume (complete shards are skipped)")
                     return 143
+                if state != written:
+                    self._write_state(state)
+                    written = dict(state)
                 # 1. stages whose parents are complete become ready; parents failed -> blocked
                 for s in work:
                     if state[s] != "waiting":
@@ -228,12 +269,13 @@ class LocalExecutor:
                             self.say(f"{s}: complete")
                         else:
                             state[s] = "failed"
-                            self.say(f"{s}: FAILED (shards {sorted(failed_shards.get(s, []))}); "
-                                     f"fix and run `skymath resubmit {self.run.root}`")
+                            self.say(f"{s}: FAILED (shards {sorted(failed_shards.get(s, []))}); see the log(s) "
+                                     f"above, fix the cause and run `skymath resubmit {self.run.root}` "
+                                     "(a fix in the config: `skymath run CONFIG --reconfigure`)")
                 if not queue and not any(not p.service for p in self.procs) \
                         and not any(v == "waiting" for v in state.values()):
                     break
-                if time.monotonic() - t_last_beat > HEARTBEAT_S:
+                if not self._live and time.monotonic() - t_last_beat > HEARTBEAT_S:
                     t_last_beat = time.monotonic()
                     for p in self.procs:
                         if not p.service:
@@ -245,6 +287,7 @@ class LocalExecutor:
                 self._stop_service(svc)
             for sig, h in prev_handlers.items():
                 signal.signal(sig, h)
+            (self.run.root / LOCAL_STATE_FILE).unlink(missing_ok=True)
         bad = [s for s in work if state[s] != "done"]
         if bad:
             self.say(f"incomplete stages: {', '.join(f'{s} ({state[s]})' for s in bad)}")

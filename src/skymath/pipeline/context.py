@@ -22,6 +22,7 @@ from typing import Any
 
 from skymath.config.schema import PipelineConfig, StageSpec
 from skymath.errors import UserError
+from skymath.pipeline.procs import process_start
 from skymath.pipeline.rundir import RunDir
 from skymath.records import Record, ShardWriter, read_records
 
@@ -43,6 +44,8 @@ class ShardContext:
     _progress: dict[str, Any] = field(default_factory=dict, repr=False)
     _progress_written: float = field(default=0.0, repr=False)
     _progress_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _records_explicit: bool = field(default=False, repr=False)
+    _heartbeat_stop: threading.Event | None = field(default=None, repr=False)
 
     # ---- identity ---------------------------------------------------------------------------
     @property
@@ -111,6 +114,7 @@ class ShardContext:
         """A resumable writer for this shard's output; the worker finalizes it and writes `.done`."""
         w = ShardWriter(self.output_path(suffix), resume=resume)
         self.writers.append(w)
+        self.report_progress()  # records resumed from a partial file are not this attempt's rate
         return w
 
     def progress(self, total: int | None = None, desc: str | None = None, unit: str = "it", **kw: Any):
@@ -158,7 +162,7 @@ class ShardContext:
             p = self._progress
             if not p:
                 p.update(stage=self.stage_name, shard=self.shard, pid=os.getpid(), host=socket.gethostname(),
-                         started=now, state="running")
+                         pid_start=process_start(os.getpid()), started=now, state="running")
                 job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
                 if job:
                     task = os.environ.get("SLURM_ARRAY_TASK_ID")
@@ -168,7 +172,8 @@ class ShardContext:
                     p[k] = v
                     if k in ("records", "done"):
                         p.setdefault(f"{k}_start", v)  # what this attempt resumed from (for rates)
-            if records is None and self.writers:
+            self._records_explicit |= records is not None
+            if not self._records_explicit and self.writers:
                 n = sum(w.count for w in self.writers)
                 p["records"] = n
                 p.setdefault("records_start", n)
@@ -178,8 +183,26 @@ class ShardContext:
             p["updated"] = now
             self._write_progress(dict(p))
 
+    def start_progress(self, heartbeat_s: float | None = None) -> None:
+        """First progress write (running, pid, host), then a daemon thread rewrites it every
+        heartbeat_s: records written so far and a fresh `updated` for any stage, even one that
+        never reports anything itself."""
+        self.report_progress(force=True)
+        if self._heartbeat_stop is not None or os.environ.get("RANK", "0") != "0":
+            return
+        every = heartbeat_s if heartbeat_s is not None else max(PROGRESS_INTERVAL_S, 1.0)
+        stop = self._heartbeat_stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(every):
+                self.report_progress(force=True)
+
+        threading.Thread(target=beat, name="skymath-progress", daemon=True).start()
+
     def finish_progress(self, state: str) -> None:
-        """Last write of the progress file when the shard ends ("finished", "failed", "stopped")."""
+        """Last write of the progress file when the shard ends ("ended"; the markers say how)."""
+        if self._heartbeat_stop is not None:
+            self._heartbeat_stop.set()
         self.report_progress(force=False)
         with self._progress_lock:
             if not self._progress:

@@ -71,6 +71,16 @@ class Pipeline:
                     frontier.append(n)
         return [n for n in self.order if n in out]
 
+    def check_names(self, names: list[str] | None, source: str = "<config>") -> None:
+        """Stage names given on the command line (`--stage`): a typo is an error with a hint."""
+        import difflib
+
+        for n in names or []:
+            if n not in self.stages:
+                close = difflib.get_close_matches(n, list(self.stages), n=1, cutoff=0.5)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise UserError(f"{source}: --stage {n}: no such stage ({hint}stages: {', '.join(self.order)})")
+
     def consumers(self, service: str) -> list[str]:
         return [n for n in self.order if service in self.stages[n].services]
 

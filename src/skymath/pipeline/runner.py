@@ -2,27 +2,47 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from skymath.config import PipelineConfig, dump_config, load_config
 from skymath.errors import UserError
 from skymath.pipeline.dag import Pipeline
 from skymath.pipeline.rundir import RunDir
-from skymath.pipeline.status import StageStatus, collect_status
+from skymath.pipeline.status import StageStatus, StatusCache, collect_status
 
 
 def prepare_run(config_path: str | Path, overrides: list[str] | None = None,
-                reconfigure: bool = False, executor: str | None = None) -> tuple[RunDir, PipelineConfig]:
-    """Load + validate, make paths absolute, freeze the config into runs/<name>/config.yaml."""
+                reconfigure: bool = False, executor: str | None = None,
+                freeze: bool = True) -> tuple[RunDir, PipelineConfig]:
+    """Load + validate, make paths absolute, freeze the config into runs/<name>/config.yaml
+    (`freeze=False`: a dry run, or checks that must pass before anything is written)."""
     cfg = load_config(config_path, overrides)
     if executor:
         cfg.executor.kind = executor  # type: ignore[assignment]
     cfg.run.root = Path(cfg.run.root).resolve()
     cfg.data.root = Path(cfg.data.root).resolve()
     run = RunDir(cfg.run_dir)
-    run.freeze_config(dump_config(_without_executor(cfg)), reconfigure=reconfigure)
+    if freeze:
+        freeze_run(run, cfg, config_path, reconfigure)
     return run, cfg
+
+
+def freeze_run(run: RunDir, cfg: PipelineConfig, config_path: str | Path, reconfigure: bool = False) -> None:
+    """Write runs/<name>/config.yaml (a different config for an existing run needs --reconfigure)."""
+    try:
+        run.freeze_config(dump_config(_without_executor(cfg)), reconfigure=reconfigure)
+    except OSError as e:
+        raise UserError(f"{config_path}: run.root: cannot create the run directory {run.root}: "
+                        f"{e.strerror or e} (set run.root, e.g. -o run.root=/scratch/$USER/runs)") from None
+
+
+def frozen_config_differs(run: RunDir, cfg: PipelineConfig) -> bool:
+    """True when runs/<name>/config.yaml exists and is not this config (a real run needs --reconfigure)."""
+    try:
+        old = run.config_path.read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return old != dump_config(_without_executor(cfg))
 
 
 def _without_executor(cfg: PipelineConfig) -> PipelineConfig:
@@ -45,8 +65,8 @@ def ledger_executor(run: RunDir) -> str:
     return "local"
 
 
-def status(run: RunDir, cfg: PipelineConfig) -> list[StageStatus]:
-    stages = collect_status(run, cfg)
+def status(run: RunDir, cfg: PipelineConfig, cache: StatusCache | None = None) -> list[StageStatus]:
+    stages = collect_status(run, cfg, cache=cache)
     if any(e.get("executor") in ("slurm", "submitit") for e in run.ledger()):
         from skymath.executors.slurm import augment_status
 
@@ -54,21 +74,13 @@ def status(run: RunDir, cfg: PipelineConfig) -> list[StageStatus]:
     return stages
 
 
-def wait(run: RunDir, cfg: PipelineConfig, poll_s: float = 5.0, timeout_s: float | None = None) -> list[StageStatus]:
-    """Block until no shard of the run is running or pending on the cluster."""
-    t0 = time.monotonic()
-    last = ""
-    while True:
-        st = status(run, cfg)
-        summary = " ".join(f"{s.name}:{s.count('done')}/{s.num_shards}" for s in st if not s.service)
-        if summary != last:
-            print(f"[{time.strftime('%H:%M:%S')}] {summary}", flush=True)
-            last = summary
-        if not any(s.count("running") or s.count("pending") for s in st):
-            return st
-        if timeout_s is not None and time.monotonic() - t0 > timeout_s:
-            raise UserError(f"{run.root}: still running after {timeout_s:.0f}s")
-        time.sleep(poll_s)
+def wait(run: RunDir, cfg: PipelineConfig, poll_s: float = 5.0, timeout_s: float | None = None,
+         view: str = "auto") -> list[StageStatus]:
+    """Block until no shard of the run is running, pending or unknown, showing the run as it goes
+    (live table on a terminal, one line per change otherwise; see pipeline/watch.py)."""
+    from skymath.pipeline.watch import watch
+
+    return watch(run, cfg, view=view, interval=poll_s, timeout_s=timeout_s)  # type: ignore[arg-type]
 
 
 def plan_rows(cfg: PipelineConfig) -> list[dict[str, str]]:
