@@ -30,7 +30,7 @@ cluster:
   profile: example
 llm:
   model: gpt-4
-  api_key_env: OPE6I_API_KEY
+  api_key_env: OPENAI_API_KEY
   concurrency: 32
   rpm: 10000
   tpm: 1000000
@@ -105,7 +105,7 @@ stages:
   sft-1:
     kind: sft
     depends_on: [decontam]
-    resources: {{nodes: 1, gpus: 8, cpus: 64, mem_gb: 900, time: "72:00:00"}}
+    resources: {{nodes: 1, gpus: 8, cpus: 64, mem_gb: 900, time: "48:00:00"}}  # longer: checkpoint + requeue
     params: {{preset: {preset}, model: {model}, save_steps: 500, keep_checkpoints: 3}}
   sft-2:
     kind: sft
