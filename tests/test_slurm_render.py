@@ -193,3 +193,199 @@ def test_render_and_plan_import_nothing_heavy():
             "print(any(m in sys.modules for m in ('torch', 'submitit', 'transformers')))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stdout.strip() == "False", r.stderr
+
+
+# ---- issue 12: the cluster-path defects (render level) --------------------------------------------------------
+PRESETS = ["skywork-mistral-7b", "skywork-llama2-7b", "skywork-deepseekmath-7b"]
+
+
+def _profile_file(tmp_path: Path, base: str = "example", **changes) -> Path:
+    data = yaml.safe_load(load_profile(base).model_dump_json(exclude_none=True))
+    data["max_array_size"] = 1001  # plan without asking a cluster
+    data.update(changes)
+    p = tmp_path / f"{base}-{uuid.uuid4().hex[:6]}.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def _plan_preset(tmp_path: Path, preset: str, profile: Path):
+    from skymath.executors.slurm import SlurmExecutor
+    from skymath.pipeline import runner
+
+    run, cfg = runner.prepare_run(Path(__file__).parents[1] / "launch" / f"{preset}.yaml",
+                                  [f"run.root={tmp_path / 'runs'}"], executor="slurm")
+    jobs = SlurmExecutor(run, cfg, load_profile(str(profile)), quiet=True).plan()
+    return cfg, {j.key: j for j in jobs}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_api_key_is_passed_by_the_example_profile(tmp_path, preset):
+    """The presets read OPE6I_API_KEY (a typo) while the example profile passes OPENAI_API_KEY
+    through --cleanenv: every synthesis shard failed after queueing."""
+    prof = load_profile("example")
+    cfg, jobs = _plan_preset(tmp_path, preset, _profile_file(tmp_path))
+    key = cfg.llm.api_key_env
+    assert prof.container.runtime == "apptainer"  # --cleanenv: only passed names cross
+    assert key in prof.container.env_pass, f"{preset} reads {key}, example profile passes {prof.container.env_pass}"
+    synth = jobs["synth-normal.p0"].script.read_text()
+    assert "for _v in " in synth and f" {key} " in synth.split("for _v in ", 1)[1].split(";", 1)[0] + " "
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_gpu_constraint_goes_on_gpu_shapes_only(tmp_path, preset):
+    _, jobs = _plan_preset(tmp_path, preset, _profile_file(tmp_path))
+    for key, job in jobs.items():
+        text = job.script.read_text()
+        shape = text.split("# shape: ", 1)[1].split(" ", 1)[0]
+        gpu = shape.startswith("gpu")
+        assert ("#SBATCH --constraint=a100" in text) == gpu, (key, shape)
+        assert ("#SBATCH --partition=gpu-a100" in text) == gpu
+        assert "#SBATCH --account=mathlab" in text and "#SBATCH --qos=normal" in text
+    assert "#SBATCH --partition=cpu\n" in jobs["synth-normal.p0"].script.read_text()
+
+
+def test_site_options_merge_stage_over_shape_over_top_level(tmp_path):
+    from skymath.executors.render import site_options
+
+    prof = load_profile(str(_profile_file(
+        tmp_path, "local", account="topacct", qos="topqos", constraint="top", exclude="bad1", reservation="resv",
+        sbatch_extra=["--comment=top", "--nice=5"],
+        shapes={"gpu-array": {"account": "gpuacct", "constraint": "a100", "qos": "gpuqos", "time_limit": "02:00:00",
+                              "gres_name": "gpu:a100", "sbatch_extra": ["--comment=shape"]},
+                "cpu-array": {"partition": "cpu-big", "exclude": "bad2"}})))
+    gpu = StageSpec(kind="x", shape="gpu-array", resources={"gpus": 1, "qos": "stageqos", "time": "01:00:00",
+                                                            "sbatch_extra": ["--nice=1"]})
+    js = job_spec(prof, gpu, stage="ev", run_dir=tmp_path, job_name="r.ev", output="/o", worker_argv_tail=["a"],
+                  array="0", chdir=tmp_path)
+    text = render_script(js)
+    for line in ["--account=gpuacct", "--qos=stageqos", "--constraint=a100", "--exclude=bad1", "--reservation=resv",
+                 "--partition=gpu", "--gres=gpu:a100:1", "--comment=shape", "--nice=1", "--time=01:00:00"]:
+        assert f"#SBATCH {line}\n" in text, line
+    assert "--comment=top" not in text and "--nice=5" not in text  # the same option, replaced
+    cpu = render_script(job_spec(prof, StageSpec(kind="x", shape="cpu-array"), stage="s", run_dir=tmp_path,
+                                 job_name="r.s", output="/o", worker_argv_tail=["a"], array="0", chdir=tmp_path))
+    for line in ["--account=topacct", "--qos=topqos", "--constraint=top", "--exclude=bad2", "--partition=cpu-big",
+                 "--comment=top", "--nice=5"]:
+        assert f"#SBATCH {line}\n" in cpu, line
+    assert "a100" not in cpu
+    assert site_options(prof, "gpu-array").keys["time_limit"] == "shapes.gpu-array.time_limit"
+    with pytest.raises(UserError, match=r"stage ev: resources.time 03:00:00 is above the time limit 02:00:00 "
+                                        r"allowed by the cluster profile \(shapes.gpu-array.time_limit\)"):
+        job_spec(prof, StageSpec(kind="x", shape="gpu-array", resources={"time": "03:00:00"}), stage="ev",
+                 run_dir=tmp_path, job_name="r.ev", output="/o", worker_argv_tail=["a"], array="0", chdir=tmp_path)
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "skymath", *args], capture_output=True, text=True, timeout=300,
+                          cwd=cwd, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+
+
+TINY_CFG = """
+run: {name: tiny, root: "@ROOT@"}
+stages:
+  a: {kind: support.stage_emit, shape: cpu-array, num_shards: 2, resources: {time: "@TIME@", partition: "@PART@"}}
+"""
+
+
+def _tiny(tmp_path: Path, time_: str = "00:10:00", part: str = "cpu") -> Path:
+    p = tmp_path / "tiny.yaml"
+    p.write_text(TINY_CFG.replace("@ROOT@", str(tmp_path / "runs")).replace("@TIME@", time_).replace("@PART@", part))
+    return p
+
+
+def test_time_above_the_profile_limit_is_an_error_not_a_clamp(tmp_path):
+    prof = _profile_file(tmp_path, "local", time_limits={"cpu": "01:00:00"})
+    r = _cli("run", str(_tiny(tmp_path, "02:00:00")), "--executor", "slurm", "--profile", str(prof), "--dry-run",
+             "--no-check")
+    if "unrecognized arguments: --no-check" in r.stderr:  # before `skymath check` (12B) lands
+        r = _cli("run", str(_tiny(tmp_path, "02:00:00")), "--executor", "slurm", "--profile", str(prof), "--dry-run")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "stage a: resources.time 02:00:00 is above the time limit 01:00:00" in r.stderr
+    assert "(time_limits.cpu)" in r.stderr and "Traceback" not in r.stderr
+    assert not list((tmp_path / "runs").rglob("*.sh"))  # nothing rendered, nothing queued
+
+
+BAD_CHARS = {"newline": "\n", "carriage return": "\r", "NUL": "\x00", "0x1b": "\x1b"}
+
+
+@pytest.mark.parametrize("char", list(BAD_CHARS))
+@pytest.mark.parametrize("key", ["account", "partitions.cpu", "shapes.gpu-array.constraint", "env.SKY_X",
+                                 "sbatch_extra", "modules", "setup", "container.images.cpu-array", "mail_user"])
+def test_control_characters_in_profile_values_are_a_config_error_naming_the_key(tmp_path, key, char):
+    value = f"ok{BAD_CHARS[char]}#SBATCH --wrap=touch-pwned"
+    data = yaml.safe_load((Path(__file__).parents[1] / "launch/clusters/local.yaml").read_text())
+    node, parts = data, key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    last = parts[-1]
+    node[last] = {"sbatch_extra": [f"--comment={value}"], "modules": [value], "setup": [value]}.get(last, value)
+    prof = tmp_path / "p.yaml"
+    prof.write_text(yaml.safe_dump(data))
+    with pytest.raises(UserError) as e:
+        load_profile(str(prof))
+    msg = str(e.value)
+    assert "p.yaml:" in msg and f"{key}" in msg.split(": Value error")[0], msg
+    assert f"control character ({char})" in msg and "\n" not in msg
+
+
+def test_control_characters_in_config_paths_and_run_time_values_exit_2(tmp_path):
+    prof = _profile_file(tmp_path, "local")
+    # a stage value in the pipeline config
+    r = _cli("run", str(_tiny(tmp_path, part="cpu\\n#SBATCH --wrap=x")), "--executor", "slurm", "--profile",
+             str(prof), "--dry-run")
+    assert r.returncode == 2 and "stages.a.resources.partition" in r.stderr and "control character (newline)" in r.stderr
+    bad_root = tmp_path / "root.yaml"
+    bad_root.write_text(_tiny(tmp_path).read_text().replace(f'root: "{tmp_path / "runs"}"', f'root: "{tmp_path}/r\\rx"'))
+    r = _cli("run", str(bad_root), "--executor", "slurm", "--profile", str(prof), "--dry-run")
+    assert r.returncode == 2 and "run.root" in r.stderr and "carriage return" in r.stderr, r.stderr
+    # a value only known at run time: the working directory becomes #SBATCH --chdir
+    cwd = tmp_path / "we\nird"
+    cwd.mkdir()
+    r = _cli("run", str(_tiny(tmp_path)), "--executor", "slurm", "--profile", str(prof), "--dry-run", cwd=cwd)
+    assert r.returncode == 2 and "chdir" in r.stderr and "newline" in r.stderr, r.stderr
+    assert not list((tmp_path / "runs").rglob("*.sh"))
+
+
+def test_gpu_multinode_step_gets_cpus_per_task_and_the_one_launcher(tmp_path):
+    prof = load_profile(str(_profile_file(tmp_path, "example")))
+    js = job_spec(prof, StageSpec(kind="x", shape="gpu-multinode", resources={"nodes": 2, "cpus": 64}), stage="sft",
+                  run_dir=Path("/r"), job_name="r.sft", output="/o", worker_argv_tail=["/r", "sft", "@f"], array="0",
+                  chdir=Path("/r"))
+    text = render_script(js)
+    srun = next(line for line in text.splitlines() if line.startswith("srun "))
+    assert '--cpus-per-task="$SLURM_CPUS_PER_TASK"' in srun and "#SBATCH --cpus-per-task=64" in text
+    assert 'export SRUN_CPUS_PER_TASK="${SLURM_CPUS_PER_TASK:-1}"' in text  # any other srun in the job
+    assert ("skymath.train.launch --nproc-per-node 8 --port-base 29500 --shutdown-timeout 600 -- /r sft @f"
+            in srun)
+    assert "torch.distributed.run" not in text and "29500" not in srun.split("--port-base")[0]
+    # every shape exports SRUN_CPUS_PER_TASK
+    for shape in SHAPES:
+        t = render_script(job_spec(prof, StageSpec(kind="x", shape=shape), stage="s", run_dir=Path("/r"),
+                                   job_name="r.s", output="/o", worker_argv_tail=["a"], array="0", chdir=Path("/r")))
+        assert "export SRUN_CPUS_PER_TASK=" in t
+
+
+def test_launcher_torchrun_arguments_are_what_torch_2_13_accepts():
+    """The launcher's torchrun line parses with torch's own parser: USR2 is handled (forwarded to
+    the workers), the shutdown timeout is the profile's checkpoint grace, the port is per job."""
+    from torch.distributed.run import parse_args
+
+    from skymath.train.launch import launch_argv, rendezvous_port
+
+    env = {"SLURM_JOB_ID": "123456", "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "node1"}
+    argv = launch_argv(["/r", "sft", "@f"], env, nproc_per_node=8, port_base=29500, shutdown_timeout=600)
+    i = argv.index("torch.distributed.run")
+    args = parse_args(argv[i + 1:])
+    assert "SIGUSR2" in args.signals_to_handle.split(",") and "SIGTERM" in args.signals_to_handle
+    assert args.shutdown_timeout == 600 and args.nnodes == "2" and args.nproc_per_node == "8"
+    assert args.rdzv_endpoint.endswith(":29956") and args.rdzv_id == "123456"
+    assert rendezvous_port({"SLURM_JOB_ID": "123457"}) == 29957 != rendezvous_port({"SLURM_JOB_ID": "123456"})
+    assert args.training_script == "skymath.worker" and args.training_script_args == ["/r", "sft", "@f"]
+
+
+def test_checkpoint_grace_must_fit_inside_the_signal_lead(tmp_path):
+    with pytest.raises(UserError, match=r"checkpoint_grace_s: .*600 s \+ 30 s for the requeue must fit inside "
+                                        r"signal_lead_s \(300\)"):
+        load_profile(str(_profile_file(tmp_path, "example", signal_lead_s=300, checkpoint_grace_s=600)))
+    assert load_profile(str(_profile_file(tmp_path, "local"))).checkpoint_grace == 30  # lead 60 - margin
+    assert load_profile("example").checkpoint_grace == 600

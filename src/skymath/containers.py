@@ -46,11 +46,23 @@ NODE_CACHE_VARS = {
 }
 NODE_CACHE_DEFAULT = "/tmp/skymath-$(id -u)"  # our own constant, expanded by the job's shell on the node
 
+# proxies and CA bundles: on clusters that reach the API through a proxy, without these every
+# request from inside a --cleanenv container fails
+PROXY_ENV_NAMES = (
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "no_proxy", "all_proxy",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+)
 # passed into every container (names only); GPU shapes add GPU_ENV_NAMES
 BASE_ENV_NAMES = (
     "SLURM_*", "SKYMATH_*", "HF_HOME", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
-    "OMP_NUM_THREADS", "TOKENIZERS_PARALLELISM", "PYTHONUNBUFFERED",
+    "OMP_NUM_THREADS", "TOKENIZERS_PARALLELISM", "PYTHONUNBUFFERED", *PROXY_ENV_NAMES,
 )
+# set in every container: packages in the user's ~/.local must not shadow the image's
+CONTAINER_ENV_VALUES = {"PYTHONNOUSERSITE": "1"}
+# the optional dependency groups (pyproject extras) a stage kind imports, and the image each
+# default shape runs in: tests/test_containers_defs.py checks that the image of every stage's
+# shape installs the extras its kind needs
+KIND_EXTRAS = {"coreset": ("embed",), "sft": ("train",), "eval": ("vllm",), "llm-server": ("vllm",)}
 GPU_ENV_NAMES = ("CUDA_VISIBLE_DEVICES", "NCCL_*", "TORCH_NCCL_*", "TORCHELASTIC_*", "MASTER_ADDR", "MASTER_PORT")
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -215,7 +227,9 @@ def wrap_command(
             "(set container.images.<shape> in the cluster profile)"
         )
     explicit, _ = _split_names(env_names)
-    values = _check_env_values(env_values or {}, explicit)
+    given = dict(env_values or {})
+    values = _check_env_values({**{k: v for k, v in CONTAINER_ENV_VALUES.items() if k not in explicit}, **given},
+                               explicit)
     names = effective_env_names(gpu, env_names, values)
     parts = [runtime, "exec"] + (["--nv"] if gpu else []) + ["--cleanenv"]
     bind_list = _check_binds(binds)
