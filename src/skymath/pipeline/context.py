@@ -153,6 +153,8 @@ class ShardContext:
             tokens_in = usage.get("prompt_tokens", tokens_in)
             tokens_out = usage.get("completion_tokens", tokens_out)
             cost_usd = usage.get("cost_usd", cost_usd)
+            if usage.get("reference_cost_usd") is not None:
+                self._progress["ref_cost_usd"] = usage["reference_cost_usd"]  # what the reference model would charge
         if os.environ.get("RANK", "0") != "0":
             return  # under torchrun only rank 0 speaks for the shard (as for its markers)
         values = {"records": records, "requests": requests, "tokens_in": tokens_in, "tokens_out": tokens_out,

@@ -50,7 +50,8 @@ class StageStats:
     requests: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float = 0.0  # API spend at the configured prices
+    ref_cost_usd: float = 0.0  # what llm.reference_price_model would have charged (self-hosted servers)
     failed_units: int = 0  # units that failed permanently inside shards (synthesis)
     units_done: int = 0  # work units finished (the denominator of the failure rate)
     records_per_s: float | None = None  # of the shards running now
@@ -127,6 +128,7 @@ def _done_info(run: RunDir, stage: str, shard: int, progress: dict | None) -> _D
               "tokens_in": p.get("tokens_in", usage.get("prompt_tokens", 0)),
               "tokens_out": p.get("tokens_out", usage.get("completion_tokens", 0)),
               "cost_usd": p.get("cost_usd", usage.get("cost_usd")),
+              "ref_cost_usd": p.get("ref_cost_usd", usage.get("reference_cost_usd")),
               "failed": p.get("failed", usage.get("failures", 0)),
               "done": p.get("done", 0)}
     return _DoneInfo(int(m.get("records", p.get("records", 0)) or 0), merged, m.get("seconds"))
@@ -223,7 +225,9 @@ def _stage_stats(cfg: PipelineConfig, st: StageStatus, done_infos: list[_DoneInf
         if c is None and r.get("requests"):
             c = _price_tokens(cfg, int(r.get("tokens_in") or 0), int(r.get("tokens_out") or 0))
         s.cost_usd += float(c or 0.0)
+        s.ref_cost_usd += float(r.get("ref_cost_usd") or 0.0)
     s.cost_usd = round(s.cost_usd, 6)
+    s.ref_cost_usd = round(s.ref_cost_usd, 6)
     s.updated = max((float(p["updated"]) for p in partial if p.get("updated")), default=None)
     n = max(1, st.num_shards)
     frac = float(len(done_infos))
@@ -280,10 +284,11 @@ def status_table(stages: list[StageStatus], title: str = "skymath status"):
     from rich.table import Table
 
     unknown = any(st.count("unknown") for st in stages)
+    ref = any(st.stats.ref_cost_usd for st in stages)
     table = Table(title=title, title_justify="left")
     cols = ["stage", "kind", "shards", "done", "running", "pending", "failed", "missing"]
     cols += ["unknown"] if unknown else []
-    cols += ["records", "rec/s", "requests", "tok in/out", "USD", "fail %", "ETA"]
+    cols += ["records", "rec/s", "requests", "tok in/out", "USD"] + (["ref USD"] if ref else []) + ["fail %", "ETA"]
     for col in cols:
         table.add_column(col, justify="left" if col in ("stage", "kind") else "right")
     for st in stages:
@@ -292,7 +297,7 @@ def status_table(stages: list[StageStatus], title: str = "skymath status"):
             counts.append(str(st.count("unknown")))
         if st.service:
             counts[0], counts[3], counts[4] = "-", "-", "(service)"
-            table.add_row(st.name, st.kind, str(st.num_shards), *counts, *["-"] * 7)
+            table.add_row(st.name, st.kind, str(st.num_shards), *counts, *["-"] * (8 if ref else 7))
             continue
         s = st.stats
         fail = f"{100 * s.failed_units / max(1, s.units_done):.1f}" if s.units_done else "-"
@@ -300,7 +305,8 @@ def status_table(stages: list[StageStatus], title: str = "skymath status"):
                       "-" if s.records_per_s is None else f"{s.records_per_s:.2f}",
                       fmt_count(s.requests) if s.requests else "-",
                       f"{fmt_count(s.tokens_in)}/{fmt_count(s.tokens_out)}" if s.tokens_in or s.tokens_out else "-",
-                      f"{s.cost_usd:.2f}" if s.cost_usd else "-", fail,
+                      f"{s.cost_usd:.2f}" if s.cost_usd else "-",
+                      *([f"{s.ref_cost_usd:.2f}" if s.ref_cost_usd else "-"] if ref else []), fail,
                       "done" if st.complete else fmt_duration(s.eta_s))
     return table
 

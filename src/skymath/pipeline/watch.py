@@ -65,7 +65,7 @@ def stage_line(st: StageStatus) -> str:
         parts[-1] += f" {s.records_per_s:.2f}/s"
     if s.requests:
         parts.append(f"{fmt_count(s.requests)} requests, {fmt_count(s.tokens_in)}/{fmt_count(s.tokens_out)} "
-                     f"tokens in/out, ${s.cost_usd:.2f}")
+                     f"tokens in/out, ${s.cost_usd:.2f}" + (f" (reference ${s.ref_cost_usd:.2f})" if s.ref_cost_usd else ""))
     if s.failed_units:
         parts.append(f"{s.failed_units} failed units")
     parts.append("complete" if st.complete else f"ETA {fmt_duration(s.eta_s)}")
