@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
 
 import pytest
-from support.slurm_helpers import job_ids, make_executor, require_cluster, sacct_states, wait_jobs
+from support.slurm_helpers import (
+    job_ids,
+    make_executor,
+    release_requeued,
+    render_job,
+    require_cluster,
+    sacct_states,
+    sbatch,
+    wait_jobs,
+)
 
 from skymath.paths import REPO_ROOT
 from skymath.pipeline import runner
@@ -73,14 +83,7 @@ def test_usr2_stops_the_shard_cleanly_then_requeues_and_resumes(tmp_path):
     # what Slurm does `signal_lead_s` before the time limit: USR2 to the batch shell only
     r = subprocess.run(["scancel", "--batch", "--signal=USR2", f"{job}_0"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    # Slurm holds a requeued job until a begin time ~2 min ahead; let it start now
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        q = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T %r"], capture_output=True, text=True).stdout
-        if "PENDING" in q:
-            subprocess.run(["scontrol", "update", f"JobId={job}_0", "StartTime=now"], capture_output=True)
-            break
-        time.sleep(0.3)
+    release_requeued([job], time.monotonic() + 400)  # Slurm would hold the requeued job ~2 min
     wait_jobs([job], timeout_s=400)
     marker = json.loads(run.done_path("slow", 0).read_text())
     assert marker["attempt"] == 2  # second attempt after the requeue, resuming the partial output
@@ -116,3 +119,46 @@ stages:
     assert all(s.complete for s in runner.status(run, config))
     assert sorted(r.id for r in read_records(run.output_files("emit", 3))) == sorted(
         f"emit-{i}-{j}" for i in range(3) for j in range(2))
+
+
+# a step that notes the signal and carries on: `then` says how it ends after SIGUSR2
+WAIT_FOR_USR2 = 'trap "s=1" USR2; while [ -z "$s" ]; do sleep 0.2; done; echo "step: got SIGUSR2"; '
+
+
+def test_real_time_limit_signal_ends_each_kind_of_step_correctly(tmp_path):
+    """Real --time=1 / --signal=B:USR2@30 (no scancel): the trap forwards USR2, then
+    (a) a step that finishes with 0 during the lead ends the job COMPLETED, not requeued;
+    (b) a step stopped by the signal with no requeue left fails (its shard is not done);
+    (c) a step that crashes after the signal fails with its own code, not requeued;
+    (d) a step stopped by the signal is requeued and completes on the second run."""
+    cases = {
+        "finish": (WAIT_FOR_USR2 + "sleep 1; echo step: finished; exit 0", 3),
+        "stopped": (WAIT_FOR_USR2 + "exit 143", 0),
+        "crash": (WAIT_FOR_USR2 + "exit 1", 3),
+        "requeue": ('if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then echo "step: second run"; exit 0; fi; '
+                    + WAIT_FOR_USR2 + "exit 143", 1),
+    }
+    jobs = {}
+    for name, (step, requeues) in cases.items():
+        script = render_job(tmp_path / name, name, f"bash -c {shlex.quote(step)}", time="00:01:00",
+                            signal_lead_s=30, max_requeues=requeues)
+        assert "#SBATCH --signal=B:USR2@30" in script.read_text() and "#SBATCH --time=00:01:00" in script.read_text()
+        jobs[name] = sbatch(script)
+    release_requeued(list(jobs.values()), time.monotonic() + 300)
+    wait_jobs(list(jobs.values()), timeout_s=300)
+    acct = {}
+    for name, job in jobs.items():
+        r = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job, "-o", "State,ExitCode"], capture_output=True,
+                           text=True, timeout=60)
+        acct[name] = r.stdout.strip()
+    logs = {name: (tmp_path / name / f"{name}-{job}_0.out").read_text() for name, job in jobs.items()}
+    for name, log in logs.items():
+        assert "SIGUSR2: time limit near" in log and "step: got SIGUSR2" in log, (name, log)
+    assert acct["finish"] == "COMPLETED|0:0", acct
+    assert "step exited with 0" in logs["finish"] and "requeueing" not in logs["finish"]
+    assert acct["stopped"].startswith("FAILED|"), acct  # not COMPLETED: its shard is not done
+    assert "no requeue left" in logs["stopped"] and "requeueing" not in logs["stopped"]
+    assert acct["crash"].startswith("FAILED|1:"), acct
+    assert "requeueing" not in logs["crash"]
+    assert acct["requeue"] == "COMPLETED|0:0", acct
+    assert "requeueing job" in logs["requeue"] and "restart 1" in logs["requeue"] and "step: second run" in logs["requeue"]

@@ -80,3 +80,47 @@ def sacct_states(ids: list[str], expect: int | None = None, keys: list[str] | No
             return {k: v.split()[0] for k, v in out.items()}
         time.sleep(1.0)
     return {k: v.split()[0] for k, v in out.items()}
+
+
+def render_job(tmp_path: Path, name: str, command: str, shape: str = "cpu-single", time: str = "00:01:00",
+               **profile_changes) -> Path:
+    """A real sbatch script from the templates (local profile + changes) whose step is `command`."""
+    from skymath.config.cluster import load_profile
+    from skymath.config.schema import StageSpec
+    from skymath.executors.render import job_spec, render_script
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    prof = load_profile(str(write_profile(tmp_path, **profile_changes)))
+    js = job_spec(prof, StageSpec(kind="x", shape=shape, resources={"mem_gb": 0.1, "time": time}), stage=name,
+                  run_dir=tmp_path, job_name=f"t.{name}", output=str(tmp_path / f"{name}-%A_%a.out"),
+                  worker_argv_tail=[], array="0", chdir=tmp_path)
+    js.command = command
+    f = tmp_path / f"{name}.sh"
+    f.write_text(render_script(js))
+    return f
+
+
+def sbatch(script: Path, *opts: str) -> str:
+    r = subprocess.run(["sbatch", "--parsable", *opts, str(script)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip().split(";")[0]
+
+
+def release_requeued(job_ids: list[str], until: float, settle_s: float = 8.0) -> None:
+    """Slurm holds a requeued job until a begin time ~2 min ahead: start the requeued (PENDING on
+    BeginTime) ones sooner, while any of these jobs is still queued. Not at once: a job restarted
+    while its last run is still being torn down fails ("Job credential revoked")."""
+    seen: dict[str, float] = {}
+    while time.monotonic() < until:
+        r = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", "%i %T %r"],
+                           capture_output=True, text=True, timeout=60)
+        lines = [ln.split() for ln in r.stdout.splitlines() if ln.strip()]
+        if not lines:
+            return
+        for jid, state, *reason in lines:
+            if state == "PENDING" and any("BeginTime" in x for x in reason):
+                first = seen.setdefault(jid, time.monotonic())
+                if time.monotonic() - first > settle_s:
+                    subprocess.run(["scontrol", "update", f"JobId={jid}", "StartTime=now"], capture_output=True)
+                    seen.pop(jid)
+        time.sleep(0.5)

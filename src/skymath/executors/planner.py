@@ -241,7 +241,6 @@ class _Planner:
         if running and all(q.state in ("PENDING", "REQUEUED") for q in stops):
             self.service_refs[svc] = running  # reuse: its pending stop job is replaced below
             self.replaced_stops[svc] = [q.job_id for q in stops]
-            self.consumer_refs[svc].extend(self.queued_consumer_refs(svc))
         else:
             self.service_index[svc] = len(self.jobs)
             self.service_refs[svc] = self.add_arrays(svc, list(range(self.inp.num_shards[svc])), "service", [])
@@ -296,7 +295,8 @@ class _Planner:
                 job.deps, job.any_dep = [d for d in deps if d[1]], any_dep
 
     def stop_job(self, svc: str) -> None:
-        consumers = list(dict.fromkeys(self.consumer_refs[svc]))
+        # this launch's consumers and every consumer still queued from earlier launches
+        consumers = list(dict.fromkeys([*self.consumer_refs[svc], *self.queued_consumer_refs(svc)]))
         self.add(PlannedJob(svc, "stop-service", 0, [], [], deps=[("afterany", consumers)] if consumers else [],
                             kill_on_invalid=False, service_refs=list(self.service_refs[svc]),
                             replaces=self.replaced_stops.get(svc, [])))

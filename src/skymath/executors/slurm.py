@@ -117,14 +117,16 @@ def queued_jobs(subs: list[Submission]) -> list[QueuedJob]:
             if q and q[0] in ACTIVE_STATES:
                 out.append(QueuedJob(sub.stage, sub.job_id, sub.role, [], [], [], False, q[0]))
             continue
-        active = []
+        active, states = [], set()
         for shard, task in zip(sub.shards, sub.tasks, strict=False):
             st = queue.get((sub.job_id, task)) or queue.get((sub.job_id, None))
             if st and st[0] in ACTIVE_STATES:
                 active.append(shard)
+                states.add(st[0])
         if active:
+            state = "RUNNING" if states - PENDING_STATES else sorted(states)[0]
             out.append(QueuedJob(sub.stage, sub.job_id, sub.role, sub.shards, sub.tasks, active,
-                                 bool(sub.entry.get("array", True))))
+                                 bool(sub.entry.get("array", True)), state))
     return out
 
 
