@@ -72,8 +72,13 @@ def test_eval_results_and_metrics(demo_run) -> None:
     for r in rows[:10]:  # verdicts recorded are the grader's verdicts
         m = r["meta"]
         assert m["correct_strict"] == (m["pred_strict"] is not None and is_equiv(m["pred_strict"], r["answer"], m["kind"]))
+    for r in rows:  # the paper's protocol is graded beside the symbolic grader, on every item
+        assert isinstance(r["meta"]["correct_paper"], bool)
+        if r["meta"]["pred_paper"] is None:
+            assert not r["meta"]["correct_paper"]
     metrics = json.loads((demo_run.stage_dir("ev") / "metrics.json").read_text())
-    assert metrics["label"] == "smollm2-base" and metrics["n"] == 44
+    assert metrics["label"] == "smollm2-base" and metrics["n"] == 44 and metrics["failed"] == 0
+    assert set(metrics["protocols"]) == {"paper", "strict", "lenient"} and metrics["max_length"] == 2048
     math = metrics["benchmarks"]["math"]
     assert math["overall"]["n"] == 20 and sum(v["n"] for v in math["by_level"].values()) == 20
     assert len(math["by_subject"]) == 7
@@ -85,9 +90,11 @@ def test_eval_results_and_metrics(demo_run) -> None:
 def test_report_stage_renders_tables_plots_and_run_summary(demo_run) -> None:
     out = demo_run.root / "report"
     md = (out / "report.md").read_text()
-    for heading in ("Accuracy (%), strict", "MATH accuracy (%) by level", "MATH accuracy (%) by subject",
-                    "vs number of distractor sentences", "Run summary"):
+    for heading in ("Accuracy (%): the paper's protocol beside the symbolic grader", "MATH accuracy (%) by level",
+                    "MATH accuracy (%) by subject", "vs number of distractor sentences", "Run summary"):
         assert heading in md
+    assert "**paper** = the paper's protocol, reproduced exactly: MetaMath's evaluation" in md
+    assert "Strict = the paper's protocol" not in md  # the symbolic grader is no longer called the paper's
     for png in ("math_by_level.png", "math_by_subject.png", "distractors.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(out / "run_summary.csv", newline="") as f:
@@ -98,7 +105,14 @@ def test_report_stage_renders_tables_plots_and_run_summary(demo_run) -> None:
     assert str(demo_run.stage_dir("ev") / "results.jsonl") in md
     with open(out / "overall.csv", newline="") as f:
         overall = list(csv.DictReader(f))
-    assert overall[0]["model"] == "smollm2-base" and overall[0]["math n"] == "20"
+    assert overall[0]["model"] == "smollm2-base" and overall[0]["math symbolic n"] == "20"
+    assert overall[0]["math paper n"] == "20" and overall[0]["math failed"] == "0"
+    metrics = json.loads((demo_run.stage_dir("ev") / "metrics.json").read_text())
+    for proto in ("paper", "symbolic"):
+        key = "paper" if proto == "paper" else "strict"
+        assert float(overall[0][f"gsm8k {proto}"]) == metrics["benchmarks"]["gsm8k"]["overall"][key]
+    with open(out / "math_by_level.csv", newline="") as f:
+        assert [r["protocol"] for r in csv.DictReader(f)] == ["paper", "symbolic"]
 
 
 def test_report_command_with_a_scaling_comparison(demo_run, tmp_path, capsys) -> None:

@@ -103,8 +103,9 @@ def test_vllm_outputs_are_put_back_in_request_order() -> None:
         to_generations(shuffled[:3], prompts)
 
 
-def test_vllm_backend_without_vllm_is_a_clear_error() -> None:
-    with pytest.raises(UserError, match="needs a GPU node with vLLM"):
+def test_vllm_backend_without_vllm_is_a_clear_error(monkeypatch) -> None:
+    monkeypatch.setenv("SKYMATH_VLLM_PYTHON", "/nonexistent/vllm-env/bin/python")
+    with pytest.raises(UserError, match="no vLLM environment: SKYMATH_VLLM_PYTHON=.* does not exist"):
         load_backend("vllm", "some/model")
     with pytest.raises(UserError, match="unknown eval backend"):
         load_backend("tgi", "some/model")

@@ -16,6 +16,9 @@ from skymath.errors import UserError
 from skymath.evaluate.metrics import MATH_SUBJECTS
 from skymath.pipeline.rundir import RunDir
 
+# (name in the report, key in metrics.json): the paper's protocol and the default symbolic grader
+TABLE_PROTOCOLS = (("paper", "paper"), ("symbolic", "strict"))
+PLOT_MODE = "strict"  # plots use the symbolic grader (strict extraction); the tables have both
 USAGE_KEYS = ("requests", "prompt_tokens", "completion_tokens", "cost_usd", "reference_cost_usd", "failures", "cached")
 
 
@@ -167,31 +170,41 @@ def build_tables(results: list[EvalResult], multi_run: bool = False) -> list[Tab
         for b in r.metrics.get("benchmarks", {}):
             if b not in benches:
                 benches.append(b)
-    overall = Table("overall", "Accuracy (%), strict answer checking (95% bootstrap CI)",
-                    ["model", "SFT samples"] + benches)
-    lenient = Table("overall_lenient", "Accuracy (%), lenient answer extraction", ["model"] + benches)
+    overall = Table("overall", "Accuracy (%): the paper's protocol beside the symbolic grader (95% bootstrap CI); "
+                    "failed = generations that failed and were not graded",
+                    ["model", "SFT samples"] + [f"{b} {c}" for b in benches for c in ("paper", "symbolic", "failed")])
+    lenient = Table("overall_lenient", "Accuracy (%), symbolic grader on the lenient extraction", ["model"] + benches)
     for r in results:
         bm = r.metrics.get("benchmarks", {})
-        overall.rows.append([who(r), r.sft_samples] + [_acc(bm.get(b, {}).get("overall")) for b in benches])
+        row: list[Any] = [who(r), r.sft_samples]
+        for b in benches:
+            e = bm.get(b, {}).get("overall")
+            row += [_acc(e, "paper"), _acc(e, "strict"), (e or {}).get("failed", 0) if e else None]
+        overall.rows.append(row)
         lenient.rows.append([who(r)] + [_acc(bm.get(b, {}).get("overall"), "lenient") for b in benches])
-    levels = Table("math_by_level", "MATH accuracy (%) by level, strict", ["model", "benchmark"] + [f"Level {i}" for i in range(1, 6)])
-    subjects = Table("math_by_subject", "MATH accuracy (%) by subject, strict", ["model", "benchmark", *MATH_SUBJECTS])
+    levels = Table("math_by_level", "MATH accuracy (%) by level", ["model", "benchmark", "protocol"]
+                   + [f"Level {i}" for i in range(1, 6)])
+    subjects = Table("math_by_subject", "MATH accuracy (%) by subject", ["model", "benchmark", "protocol", *MATH_SUBJECTS])
     for r in results:
         for b, e in r.metrics.get("benchmarks", {}).items():
             if e.get("kind") != "math":
                 continue
-            levels.rows.append([who(r), b] + [_acc(e.get("by_level", {}).get(str(i))) for i in range(1, 6)])
-            subjects.rows.append([who(r), b] + [_acc(e.get("by_subject", {}).get(s)) for s in MATH_SUBJECTS])
-    distract = Table("distractors", "GSM8K accuracy (%) vs number of distractor sentences, strict",
-                     ["model"] + [str(k) for k in range(6)])
+            for proto, mode in TABLE_PROTOCOLS:
+                levels.rows.append([who(r), b, proto] + [_acc(e.get("by_level", {}).get(str(i)), mode) for i in range(1, 6)])
+                subjects.rows.append([who(r), b, proto] + [_acc(e.get("by_subject", {}).get(s), mode) for s in MATH_SUBJECTS])
+    distract = Table("distractors", "GSM8K accuracy (%) vs number of distractor sentences",
+                     ["model", "protocol"] + [str(k) for k in range(6)])
     for r in results:
         bd = r.metrics.get("by_distractors")
         if bd:
-            distract.rows.append([who(r)] + [_acc(bd.get(str(k))) for k in range(6)])
-    scaling = Table("scaling", "Accuracy (%) vs number of SFT samples, strict", ["run", "model", "SFT samples"] + benches)
+            for proto, mode in TABLE_PROTOCOLS:
+                distract.rows.append([who(r), proto] + [_acc(bd.get(str(k)), mode) for k in range(6)])
+    scaling = Table("scaling", "Accuracy (%) vs number of SFT samples",
+                    ["run", "model", "SFT samples"] + [f"{b} {proto}" for b in benches for proto, _ in TABLE_PROTOCOLS])
     for r in sorted((r for r in results if r.sft_samples > 0), key=lambda r: r.sft_samples):
         bm = r.metrics.get("benchmarks", {})
-        scaling.rows.append([r.run, r.label, r.sft_samples] + [_acc(bm.get(b, {}).get("overall")) for b in benches])
+        scaling.rows.append([r.run, r.label, r.sft_samples] + [_acc(bm.get(b, {}).get("overall"), mode)
+                                                               for b in benches for _, mode in TABLE_PROTOCOLS])
     return [t for t in (overall, lenient, levels, subjects, distract, scaling) if t.rows]
 
 
@@ -243,13 +256,13 @@ def build_plots(results: list[EvalResult], out: Path, multi_run: bool = False) -
                 lv[f"{who(r)} {b}"] = [_acc(e.get("by_level", {}).get(str(i))) for i in range(1, 6)]
                 sj[f"{who(r)} {b}"] = [_acc(e.get("by_subject", {}).get(s)) for s in MATH_SUBJECTS]
     if lv:
-        _plot_lines(out / "math_by_level.png", "MATH accuracy by level (strict)", [f"L{i}" for i in range(1, 6)], lv, "level")
-        _plot_lines(out / "math_by_subject.png", "MATH accuracy by subject (strict)", list(MATH_SUBJECTS), sj, "subject")
+        _plot_lines(out / "math_by_level.png", "MATH accuracy by level (symbolic grader)", [f"L{i}" for i in range(1, 6)], lv, "level")
+        _plot_lines(out / "math_by_subject.png", "MATH accuracy by subject (symbolic grader)", list(MATH_SUBJECTS), sj, "subject")
         made += [out / "math_by_level.png", out / "math_by_subject.png"]
     dis = {who(r): [_acc(r.metrics["by_distractors"].get(str(k))) for k in range(6)]
            for r in results if r.metrics.get("by_distractors")}
     if dis:
-        _plot_lines(out / "distractors.png", "GSM8K accuracy vs distractor sentences (strict)", [str(k) for k in range(6)],
+        _plot_lines(out / "distractors.png", "GSM8K accuracy vs distractor sentences (symbolic grader)", [str(k) for k in range(6)],
                     dis, "distractor sentences")
         made.append(out / "distractors.png")
     pts = sorted((r for r in results if r.sft_samples > 0), key=lambda r: r.sft_samples)
@@ -259,9 +272,23 @@ def build_plots(results: list[EvalResult], out: Path, multi_run: bool = False) -
         xs = [float(r.sft_samples) for r in pts]
         for b in benches:
             series[b] = [_acc(r.metrics.get("benchmarks", {}).get(b, {}).get("overall")) for r in pts]
-        _plot_lines(out / "scaling.png", "Accuracy vs SFT samples (strict)", [], series, "SFT samples (log)", xs=xs, logx=True)
+        _plot_lines(out / "scaling.png", "Accuracy vs SFT samples (symbolic grader)", [], series, "SFT samples (log)", xs=xs, logx=True)
         made.append(out / "scaling.png")
     return made
+
+
+PROTOCOL_NOTES = [
+    "Protocols: **paper** = the paper's protocol, reproduced exactly: MetaMath's evaluation (the text after "
+    "the last \"The answer is\"; GSM8K: its first number, rounded to an integer; MATH: a string match after "
+    "the hendrycks normalization, so a correct value in another format counts as wrong). **symbolic** = "
+    "skymath's grader on the same text: equivalent values count (\\frac12 = 0.5, ordered tuples, unordered "
+    "solution sets, sympy equality with exact comparison of exact values); a hedge (\"5 or 6\") never counts. "
+    "**lenient** (its own table) = the symbolic grader on a lenient extraction that also reads \\boxed{}, "
+    "\"the final answer is\", a trailing x = ... or a final number. Quote the paper column next to the paper's "
+    "tables; the gap to symbolic is correct answers in formats the paper's protocol does not accept.",
+    "A generation that failed (API error, timeout, server gone, engine error) is never graded: it is "
+    "counted in the failed column, not in n.",
+]
 
 
 def write_report(run_path: str | Path, compare: list[str | Path] | None = None, out_dir: str | Path | None = None) -> Path:
@@ -287,9 +314,12 @@ def write_report(run_path: str | Path, compare: list[str | Path] | None = None, 
         md += [f"## {t.title}", "", t.markdown(), ""]
         atomic_write_text(out / f"{t.name}.csv", t.csv())
     if results:
-        md += ["Strict = the paper's protocol (only the text after the last \"The answer is\"); "
-               "lenient also accepts \\boxed{}, \"the correct answer is\", a trailing \"x = ...\" or a final "
-               "number. The gap between the two is answers in unexpected formats.", ""]
+        md += PROTOCOL_NOTES + [""]
+        failed = [(r.label, r.metrics.get("failed", 0), r.metrics.get("first_failure")) for r in results]
+        for label, k, first in failed:
+            if k:
+                md += [f"**{label}: {k} generation(s) failed and were not graded** (within the stage's "
+                       f"failure_tolerance; first: {first}). Accuracies are over the graded items only.", ""]
     for pth in plots:
         md += [f"![{pth.stem}]({pth.name})", ""]
     md += [f"## {summary.title}", "", summary.markdown(), "",

@@ -1,10 +1,16 @@
 """Stage `eval`: zero-shot CoT evaluation of one model on GSM8K / MATH (and distractor sets).
 
 Shard i of n takes a contiguous slice of the benchmark items (fixed global order), generates
-greedily with the configured backend, extracts strict + lenient answers, grades them, and writes
-result Records. When the last shard finishes, `after_shard_done` merges every shard (in item
-order) into `results.jsonl` + `metrics.json` — no separate merge job that could be stranded,
-and the merge is identical to an unsharded run's output.
+greedily with the configured backend, grades each answer under the paper's protocol and the
+symbolic grader, and writes result Records. When the last shard finishes, `after_shard_done`
+merges every shard (in item order) into `results.jsonl` + `metrics.json` — no separate merge job
+that could be stranded, and the merge is identical to an unsharded run's output.
+
+A failed generation (API error, timeout, server gone, engine exception) is never graded: it goes
+to `shard-N.failures.jsonl` with its reason and out of `n`. A shard with more failures than
+`failure_tolerance` (default 0) gets no `.done` marker and fails with one line naming the count
+and the first reason; its rerun (`skymath resubmit`) generates only the failed items again (the
+graded ones are in the shard's partial output, API answers also in the response cache).
 """
 
 from __future__ import annotations
@@ -13,9 +19,9 @@ import json
 import time
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from skymath.errors import UserError
+from skymath.errors import StageFailed, UserError
 from skymath.evaluate.benchmarks import BenchmarkSpec
 from skymath.stages import StageParams
 
@@ -23,6 +29,7 @@ KIND = "eval"
 SHAPE = "gpu-array"
 RESULTS = "results.jsonl"
 METRICS = "metrics.json"
+FAILURES = ".failures.jsonl"  # per shard: the items whose generation failed, with the reason
 
 
 def _default_benchmarks() -> list[BenchmarkSpec]:
@@ -36,7 +43,11 @@ class Params(StageParams):
     prompt_style: Literal["alpaca", "chat"] = "alpaca"
     benchmarks: list[BenchmarkSpec] = Field(default_factory=_default_benchmarks)
     distractors_from: str | None = None  # a `distractors` stage: also evaluate its GSM8K variants
-    max_new_tokens: int = Field(2048, ge=1)
+    # the paper's "maximum length 2048" is the TOTAL length, prompt + answer (as in SFT):
+    # each answer gets max_length - its prompt tokens; max_new_tokens optionally caps it further
+    max_length: int | None = Field(2048, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1)
+    failure_tolerance: float = Field(0.0, ge=0, le=1)  # failed generations allowed per shard (fraction)
     batch_size: int = Field(16, ge=1)  # hf backend; vllm schedules the whole shard itself
     chunk: int = Field(256, ge=1)  # items generated + graded + written per step (resume granularity)
     tensor_parallel_size: int = Field(1, ge=1)  # vllm
@@ -46,6 +57,17 @@ class Params(StageParams):
     grade_processes: int | None = Field(None, ge=1)  # default: the CPUs of this shard (resources.cpus)
     threads: int | None = Field(None, ge=1)  # hf on CPU: torch threads (default: resources.cpus)
     sft_samples: int | None = Field(None, ge=0)  # SFT samples behind this model (scaling curve); default: derived
+
+    @model_validator(mode="after")
+    def _a_length_budget(self) -> Params:
+        if self.max_length is None and self.max_new_tokens is None:
+            raise ValueError("set max_length (total tokens, prompt + answer) or max_new_tokens")
+        return self
+
+    @property
+    def answer_budget(self) -> int:
+        """The most new tokens any answer may get (each backend also subtracts its prompt)."""
+        return min(x for x in (self.max_length, self.max_new_tokens) if x is not None)
 
 
 def _ancestors(cfg, name: str) -> set[str]:
@@ -94,11 +116,20 @@ def stage_items(ctx) -> list[dict]:
 
 def _backend_options(ctx, p: Params, progress) -> dict:
     if p.backend == "hf":
+        # special tokens exactly as SFT adds them (train/data.py): the tokenizer's own (BOS) for the
+        # alpaca frame, none for a chat template (the template text carries them)
         return {"batch_size": p.batch_size, "dtype": p.dtype, "progress": progress,
-                "threads": p.threads or ctx.spec.resources.cpus}
+                "threads": p.threads or ctx.spec.resources.cpus, "max_length": p.max_length,
+                "add_special_tokens": p.prompt_style == "alpaca"}
     if p.backend == "vllm":
-        return {"tensor_parallel_size": p.tensor_parallel_size, "dtype": p.dtype, "seed": p.seed}
-    return {"llm": ctx.config.llm, "cache_dir": ctx.work_dir, "ctx": ctx}
+        return {"tensor_parallel_size": p.tensor_parallel_size, "dtype": p.dtype, "seed": p.seed,
+                "max_model_len": p.max_length, "add_special_tokens": p.prompt_style == "alpaca", "progress": progress}
+    return {"llm": ctx.config.llm, "cache_dir": ctx.work_dir, "ctx": ctx, "max_length": p.max_length}
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def run(ctx) -> dict:
@@ -106,13 +137,17 @@ def run(ctx) -> dict:
     from skymath.evaluate.grade_pool import GradePool
     from skymath.evaluate.runner import available_cpus, evaluate_items
     from skymath.models import resolve_model
+    from skymath.records import write_jsonl
 
     p: Params = ctx.params
     mine = ctx.my_slice(stage_items(ctx))
     writer = ctx.writer(".jsonl", resume=True)
     todo = [it for it in mine if it["id"] not in writer]
-    info: dict = {"items": len(mine), "resumed": len(mine) - len(todo), "backend": p.backend}
+    failures_path = ctx.output_path(FAILURES)
+    info: dict = {"items": len(mine), "resumed": len(mine) - len(todo), "backend": p.backend,
+                  "failed": 0, "failures_file": failures_path.name}
     if not todo:
+        write_jsonl(failures_path, [])
         return info
     model = p.model if p.backend == "openai" else resolve_model(p.model, run_root=ctx.run.root)
     # grader processes import sympy in the background while the model loads and generates
@@ -129,13 +164,14 @@ def run(ctx) -> dict:
     info["load_s"] = round(time.time() - t0, 2)
     t1 = time.time()
     try:
-        recs = evaluate_items(todo, backend, style=p.prompt_style, max_new_tokens=p.max_new_tokens,
-                              stage=ctx.stage_name, model=p.model, chunk=p.chunk, pool=pool,
-                              grade_timeout=p.grade_timeout_s, write=writer.write, stop=ctx.stop_requested)
-        if p.backend != "hf":
-            bar.update(len(recs))
+        recs, failures = evaluate_items(todo, backend, style=p.prompt_style, max_new_tokens=p.answer_budget,
+                                        stage=ctx.stage_name, model=p.model, chunk=p.chunk, pool=pool,
+                                        grade_timeout=p.grade_timeout_s, write=writer.write,
+                                        stop=ctx.stop_requested)
+        if p.backend == "openai":  # hf and vllm advance the bar themselves
+            bar.update(len(recs) + len(failures))
         if p.backend == "openai":
-            info["usage"] = backend.usage()
+            info["usage"] = _cumulative_usage(ctx, backend.usage())
     finally:
         pool.close()
         bar.close()
@@ -144,7 +180,26 @@ def run(ctx) -> dict:
     info["prompt_tokens"] = sum(r.meta["prompt_tokens"] for r in recs)
     info["completion_tokens"] = sum(r.meta["completion_tokens"] for r in recs)
     ctx.report_progress(tokens_in=info["prompt_tokens"], tokens_out=info["completion_tokens"], usage=info.get("usage"))
+    write_jsonl(failures_path, failures)  # this attempt's truth: earlier failures were retried
+    info["failed"] = len(failures)
+    if failures and not ctx.stop_requested() and len(failures) > p.failure_tolerance * len(mine):
+        raise StageFailed(
+            f"stage {ctx.stage_name} shard {ctx.shard}: {len(failures)} of {len(mine)} generations failed "
+            f"(first: {_one_line(failures[0]['error'])}); over failure_tolerance {p.failure_tolerance:g}, "
+            f"nothing failed was graded; `skymath resubmit` retries only them (list: {failures_path})")
     return info
+
+
+def _cumulative_usage(ctx, this_attempt: dict) -> dict:
+    """API usage summed over every attempt of the shard (a rerun's retries cost money too)."""
+    from skymath.records import atomic_write_text
+    from skymath.synth.accounting import add_totals
+
+    path = ctx.work_dir / "usage.json"
+    prev = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    total = add_totals(prev, this_attempt)
+    atomic_write_text(path, json.dumps(total))
+    return total
 
 
 def merge(run, cfg, stage: str) -> dict | None:
@@ -155,16 +210,26 @@ def merge(run, cfg, stage: str) -> dict | None:
     spec = cfg.stages[stage]
     if not run.stage_complete(stage, spec.num_shards):
         return None
-    rows = []
+    rows, failures = [], []
     for path in run.output_files(stage, spec.num_shards):
         rows.extend(read_jsonl(path))
+    for i in range(spec.num_shards):
+        fpath = run.shard_path(stage, i, FAILURES)
+        if fpath.exists():
+            failures.extend(read_jsonl(fpath))
     rows.sort(key=lambda r: r["meta"]["index"])
+    failures.sort(key=lambda f: f["index"])
+    graded = {r["id"] for r in rows}
+    twice = len(rows) - len(graded) + sum(f["id"] in graded for f in failures)
+    if twice:  # every prompt counts exactly once: graded, or failed within the tolerance
+        raise StageFailed(f"stage {stage}: {twice} item(s) appear twice across shard outputs and failure lists")
     d = run.stage_dir(stage)
     write_jsonl(d / RESULTS, rows)
     p: Params = spec.params
-    metrics = compute_metrics([result_row(r) for r in rows])
+    metrics = compute_metrics([result_row(r) for r in rows], failures=failures)
     metrics.update({"stage": stage, "label": p.label or stage, "model": p.model, "backend": p.backend,
-                    "prompt_style": p.prompt_style, "max_new_tokens": p.max_new_tokens,
+                    "prompt_style": p.prompt_style, "max_length": p.max_length, "max_new_tokens": p.max_new_tokens,
+                    "failure_tolerance": p.failure_tolerance,
                     "sft_samples": p.sft_samples if p.sft_samples is not None else sft_samples(run, cfg, p.model)})
     atomic_write_text(d / METRICS, json.dumps(metrics, indent=1, sort_keys=True) + "\n")
     return metrics

@@ -24,6 +24,21 @@ class Generation:
         return self.error is not None
 
 
+ERROR_FINISH_REASONS = frozenset({"error", "abort", "aborted", "cancelled", "canceled"})
+
+
+def generation_error(gen: Generation) -> str | None:
+    """Why a generation failed, or None: its `error`, else an error finish reason (an engine or
+    server that reports a failure only through `finish_reason`, with empty or partial text)."""
+    if gen.error is not None:
+        return gen.error
+    fr = (gen.finish_reason or "").strip().lower()
+    if fr in ERROR_FINISH_REASONS or fr.startswith("error"):
+        what = "empty output" if not (gen.text or "").strip() else "output cut by an error"
+        return f"{what} (finish reason {gen.finish_reason!r})"
+    return None
+
+
 class Backend(Protocol):
     name: str
     tokenizer: Any  # for the "chat" prompt style (None for API models)
