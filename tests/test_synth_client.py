@@ -40,9 +40,11 @@ def test_faults_each_request_answered_once_usage_exact():
     assert tot["requests"] == srv.total and tot["succeeded"] == 12 and tot["failures"] == 0
     assert tot["prompt_tokens"] == srv.usage_served["prompt_tokens"]
     assert tot["completion_tokens"] == srv.usage_served["completion_tokens"]
-    assert tot["cost_usd"] == 0.0  # fault-model is not in the price table
+    assert tot["cost_usd"] == 0.0 and tot["unpriced_models"] == ["fault-model"]  # not in the price table
+    assert tot["reference_model"] == "gpt-4-1106-preview"  # the paper's model: $10 / $30 per 1M tokens
     assert tot["reference_cost_usd"] == pytest.approx(
-        (tot["prompt_tokens"] * 30 + tot["completion_tokens"] * 60) / 1e6)
+        (tot["prompt_tokens"] * 10 + tot["completion_tokens"] * 30) / 1e6)
+    assert tot["rate_limited"] == 2  # the two scheduled 429s
     assert elapsed >= 0.2  # Retry-After was waited for
 
 
@@ -108,3 +110,43 @@ def test_api_key_from_env_or_0600_file(tmp_path, monkeypatch):
     assert srv.auth_seen == {f"Bearer {secret}"}
     assert not res[1].ok and "Incorrect API key" in res[1].error and secret not in res[1].error
     assert os.stat(key_file).st_mode & 0o777 == 0o600
+
+
+def test_prices_paper_model_dated_table_no_prefix_guessing():
+    from skymath.synth.accounting import cost, price_for
+
+    llm = _llm()
+    assert llm.prices_as_of and LLMConfig().model == "gpt-4-1106-preview"  # the paper's model by default
+    p = price_for(llm, "gpt-4-1106-preview")
+    assert (p.prompt, p.completion) == (10.0, 30.0)
+    assert cost(p, 1_000_000, 1_000_000) == 40.0
+    assert price_for(llm, "gpt-4-0613").prompt == 30.0  # a dated snapshot of gpt-4
+    assert price_for(llm, "gpt-4o-2024-08-06").prompt == 2.5
+    assert price_for(llm, "gpt-4.1").prompt == 2.0  # not gpt-4's $30
+    assert price_for(llm, "gpt-4-some-future-model") is None  # unknown: unpriced, never guessed
+    # entries given in the config are merged over the table
+    mine = _llm(prices={"my-model": {"prompt": 1.0, "completion": 2.0}, "gpt-4o": {"prompt": 2.0, "completion": 8.0}})
+    assert price_for(mine, "my-model").completion == 2.0 and price_for(mine, "gpt-4o").prompt == 2.0
+    assert price_for(mine, "gpt-4-1106-preview").prompt == 10.0
+
+
+def test_local_endpoints_are_local_generation_not_api_spend():
+    """Tokens from a self-hosted server (kind: local, or an llm-server service) cost nothing and are
+    counted apart; the reference cost shows what the paper's API would have charged."""
+    with FaultServer(model="gpt-4o") as srv:
+        api = LLMClient.from_config(_llm(), endpoints=[Endpoint(base_url=srv.base_url, model="gpt-4o")])
+        local = LLMClient.from_config(_llm(), endpoints=[Endpoint(base_url=srv.base_url, model="gpt-4o",
+                                                                  kind="local")])
+        api.run_batch(_reqs(3))
+        local.run_batch(_reqs(3, "q"))
+    a, b = api.usage_totals(), local.usage_totals()
+    assert a["cost_usd"] > 0 and a["api_prompt_tokens"] == a["prompt_tokens"] and a["local_prompt_tokens"] == 0
+    assert b["cost_usd"] == 0 and b["local_prompt_tokens"] == b["prompt_tokens"] > 0 and b["api_prompt_tokens"] == 0
+    assert b["reference_cost_usd"] > 0
+    from skymath.synth.accounting import split_spend
+
+    s = split_spend({"usage": b})
+    assert s["api"]["cost_usd"] == 0 and s["local"]["prompt_tokens"] == b["prompt_tokens"]
+    # a local eval backend reports its tokens at the top of its marker, without `usage`
+    assert split_spend({"prompt_tokens": 5, "completion_tokens": 7})["local"] == {"prompt_tokens": 5,
+                                                                                  "completion_tokens": 7}

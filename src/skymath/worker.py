@@ -95,6 +95,9 @@ def run_shard(run_root: str | Path, stage: str, shard: int, force: bool = False)
     t0 = time.time()
     print(f"[skymath] {stage}[{shard}/{spec.num_shards}] start on {socket.gethostname()} pid {os.getpid()}",
           file=sys.stderr, flush=True)
+    from skymath.synth import accounting  # every LLM client of this shard reports its usage here
+
+    accounting.begin_shard()
     try:
         meta = mod.run(ctx) or {}
         if ctx.stop_requested() and not service:
@@ -107,6 +110,7 @@ def run_shard(run_root: str | Path, stage: str, shard: int, force: bool = False)
             info["records"] += w.meta.get("records", 0)
             info.setdefault("files", []).append({"file": w.path.name, "sha256": w.meta["sha256"], "records": w.meta["records"]})
         info.update(meta)
+        accounting.attach_usage(info)  # API usage of a stage that did not report it (judges, ...)
         info.update({"seconds": round(time.time() - t0, 3), "host": socket.gethostname(), **job})
         if service:
             print(f"[skymath] {stage}[{shard}] service stopped", file=sys.stderr)

@@ -15,6 +15,12 @@ Which fault a request gets: the first `Rule` whose `match` substring occurs in t
 consumes its next action (`repeat_last=True` keeps the last one forever: a permanent failure);
 otherwise the global `schedule` list is consumed in arrival order; then "ok".
 
+Rate limits like a provider's (`rpm=`, `tpm=`): token buckets refilled continuously, holding
+`burst_s` seconds of each limit; a request costs 1 request and its prompt tokens (whitespace
+words) + `max_tokens` (as OpenAI counts TPM). Over the limit: 429 with `Retry-After` and
+`x-ratelimit-*` headers, counted in `rate_limited`; accepted requests are counted in
+`accepted` / `accepted_tokens` with their arrival times (`GET /stats` returns all counters).
+
     with FaultServer(schedule=["429", "500"]) as srv:
         LLMClient.from_config(llm, endpoints=[Endpoint(base_url=srv.base_url, model=srv.model)])
         srv.total, srv.by_action["ok"], srv.ok_bodies, srv.usage_served
@@ -84,6 +90,9 @@ class FaultServer:
     port: int = 0
     # runs in a thread before the answer; may return an action that replaces the scheduled one
     on_request: Callable[[int, dict], str | None] | None = None
+    rpm: float | None = None
+    tpm: float | None = None
+    burst_s: float = 1.0
 
     def __post_init__(self) -> None:
         self.total = 0
@@ -94,6 +103,14 @@ class FaultServer:
         self.auth_seen: set[str] = set()  # Authorization headers received
         self._schedule = list(self.schedule)
         self._lock = threading.Lock()
+        self.rate_limited = 0  # 429s the limiter answered
+        self.accepted = 0  # chat requests the limiter let through
+        self.accepted_tokens = 0.0
+        self.accepted_first = self.accepted_last = 0.0
+        self.accepted_log: list[tuple[float, float]] = []  # (arrival time, token cost) of each accepted request
+        now = time.monotonic()
+        self._buckets = {"req": [self.rpm / 60 * self.burst_s if self.rpm else 0.0, now],
+                         "tok": [self.tpm / 60 * self.burst_s if self.tpm else 0.0, now]}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
@@ -123,6 +140,50 @@ class FaultServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def _admit(self, body: dict) -> tuple[bool, float, dict[str, str]]:
+        """The provider's limiter: (admitted, retry_after_s, headers)."""
+        if not (self.rpm or self.tpm):
+            return True, 0.0, {}
+        cost = sum(count_tokens(str(m.get("content", ""))) for m in body.get("messages", [])) \
+            + int(body.get("max_tokens") or 0)
+        now = time.monotonic()
+        need = {"req": 1.0, "tok": float(cost)}
+        rates = {"req": (self.rpm or 0) / 60, "tok": (self.tpm or 0) / 60}
+        with self._lock:
+            wait = 0.0
+            for k in ("req", "tok"):
+                if not rates[k]:
+                    continue
+                b = self._buckets[k]
+                cap = rates[k] * self.burst_s
+                b[0] = min(cap, b[0] + (now - b[1]) * rates[k])
+                b[1] = now
+                if b[0] < need[k]:
+                    wait = max(wait, (need[k] - b[0]) / rates[k])
+            if wait > 0:
+                self.rate_limited += 1
+                return False, wait, {"Retry-After": f"{max(1, round(wait + 0.5))}",
+                                     "retry-after-ms": f"{int(wait * 1000) + 1}",
+                                     "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": f"{wait:.3f}s"}
+            for k in ("req", "tok"):
+                if rates[k]:
+                    self._buckets[k][0] -= need[k]
+            self.accepted += 1
+            self.accepted_tokens += cost
+            t = time.time()
+            self.accepted_log.append((t, cost))
+            self.accepted_first = self.accepted_first or t
+            self.accepted_last = t
+            return True, 0.0, {}
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {"total": self.total, "by_action": dict(self.by_action), "rate_limited": self.rate_limited,
+                    "accepted": self.accepted, "accepted_tokens": self.accepted_tokens,
+                    "accepted_first": self.accepted_first, "accepted_last": self.accepted_last,
+                    "rpm": self.rpm, "tpm": self.tpm, "burst_s": self.burst_s,
+                    "usage_served": dict(self.usage_served)}
 
     def set_schedule(self, actions: list[str]) -> None:
         with self._lock:
@@ -201,6 +262,10 @@ class FaultServer:
             self._write(writer, 200, json.dumps({"object": "list", "data": [{"id": self.model, "object": "model"}]}).encode())
             await writer.drain()
             return True
+        if method == "GET" and path == "/stats":
+            self._write(writer, 200, json.dumps(self.stats()).encode())
+            await writer.drain()
+            return True
         if method == "GET" and path == "/health":
             self._write(writer, 200, b'{"status":"ok"}')
             await writer.drain()
@@ -210,6 +275,18 @@ class FaultServer:
             await writer.drain()
             return True
         body = json.loads(raw.decode("utf-8"))
+        admitted, _wait, limit_headers = self._admit(body)
+        if not admitted:
+            with self._lock:
+                self.total += 1
+                self.by_action["429-limit"] += 1
+                self.log.append({"n": self.total, "action": "429-limit", "key": body_key(body), "t": time.time()})
+            self._write(writer, 429, b'{"error":{"message":"Rate limit reached","type":"requests"}}', limit_headers)
+            try:
+                await writer.drain()
+            except ConnectionError:
+                return False
+            return True
         action = self._choose(raw)
         with self._lock:
             self.total += 1
@@ -273,9 +350,19 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--schedule", default="", help="comma-separated actions for the first requests")
+    ap.add_argument("--rpm", type=float, default=None, help="enforce a requests-per-minute limit (429s)")
+    ap.add_argument("--tpm", type=float, default=None, help="enforce a tokens-per-minute limit (429s)")
+    ap.add_argument("--burst-s", type=float, default=1.0, help="seconds of each limit a burst may use")
+    ap.add_argument("--responder", choices=["default", "synth"], default="default",
+                    help="synth: well-formed replies to every synthesis prompt (tests/support/synth_helpers.py)")
     args = ap.parse_args()
-    srv = FaultServer(latency_s=args.latency, port=args.port,
-                      schedule=[a for a in args.schedule.split(",") if a]).start()
+    responder = default_responder
+    if args.responder == "synth":
+        from synth_helpers import synth_responder
+
+        responder = synth_responder
+    srv = FaultServer(latency_s=args.latency, port=args.port, responder=responder, rpm=args.rpm, tpm=args.tpm,
+                      burst_s=args.burst_s, schedule=[a for a in args.schedule.split(",") if a]).start()
     print(f"READY {srv.base_url}", flush=True)
     try:
         sys.stdin.read()  # serve until stdin closes (the parent exits or closes the pipe)

@@ -1,10 +1,12 @@
 """A resumable OpenAI-compatible chat client for millions of synthesis requests.
 
-On the official `openai` async client (its own retries off): a concurrency limit, RPM/TPM
-token buckets (tightened by `x-ratelimit-*` headers), retries with exponential backoff and
-jitter on 429/5xx/timeouts/connection errors/malformed or empty answers (`Retry-After` is
-honoured whatever its size), a response cache so a rerun never pays twice, several endpoints
-round-robin (one that refuses connections is skipped for a while), and usage/cost accounting.
+On the official `openai` async client (its own retries off): a concurrency limit, the API key's
+RPM/TPM budget shared by every shard of the run (skymath.synth.ratebudget; a 429 or exhausted
+`x-ratelimit-*` headers pause every shard), retries with exponential backoff and jitter on
+429/5xx/timeouts/connection errors/malformed or empty answers (`Retry-After` is honoured whatever
+its size), a response cache so a rerun never pays twice, several endpoints round-robin (one that
+refuses connections is skipped for a while), and usage/cost accounting (API spend and local
+generation apart).
 
     client = LLMClient.from_config(cfg.llm, cache_dir=work_dir)
     results = client.run_batch([ChatRequest("k1", [{"role": "user", "content": "1+1?"}])])
@@ -28,9 +30,16 @@ from urllib.parse import urlparse
 
 from skymath.config.llm import Endpoint, LLMConfig
 from skymath.errors import UserError
-from skymath.synth.accounting import Usage
+from skymath.synth.accounting import Usage, register
 from skymath.synth.cache import ResponseCache, cache_key
-from skymath.synth.ratelimit import TokenBucket, observe_headers, parse_retry_after
+from skymath.synth.ratebudget import (
+    LocalSchedule,
+    LocksUnavailable,
+    RateBudget,
+    budget_path,
+    shared_schedule,
+)
+from skymath.synth.ratelimit import parse_duration, parse_retry_after
 from skymath.synth.secrets import load_api_key, redact
 
 log = logging.getLogger("skymath.synth.client")
@@ -82,6 +91,7 @@ class _Permanent(Exception):
 class _Endpoint:
     base_url: str
     model: str
+    local: bool = False  # a self-hosted server: its tokens are local generation, not API spend
     down_until: float = 0.0
     failures_in_row: int = 0
     client: Any = None
@@ -94,28 +104,33 @@ def _is_openai(url: str) -> bool:
 
 class LLMClient:
     def __init__(self, llm: LLMConfig, endpoints: list[Endpoint], cache: ResponseCache | None = None,
-                 refresh: Callable[[], list[Endpoint]] | None = None, refresh_s: float = 15.0) -> None:
+                 refresh: Callable[[], list[Endpoint]] | None = None, refresh_s: float = 15.0,
+                 rate_dir: Path | None = None, fair_share: int = 1) -> None:
         if not endpoints:
             raise UserError("llm.endpoints: no endpoint to send requests to")
         self.llm = llm
-        self._endpoints = [_Endpoint(e.base_url.rstrip("/"), e.model or llm.model) for e in endpoints]
+        self._endpoints = [_Endpoint(e.base_url.rstrip("/"), e.model or llm.model, e.kind == "local")
+                           for e in endpoints]
         self._api_key = load_api_key(llm.api_key_env, llm.api_key_file,
                                      needs_key=any(_is_openai(e.base_url) for e in self._endpoints))
         self.cache = cache
         self.usage = Usage()
+        register(self.usage, llm)  # the worker puts every client's usage into the shard's marker
+        self._rate_dir = Path(llm.rate_dir) if llm.rate_dir is not None else rate_dir
+        self._fair_share = max(1, fair_share)
+        self._budget: RateBudget | None = None
         self._refresh = refresh
         self._refresh_s = refresh_s
         self._last_refresh = time.monotonic()
         self._rr = 0
         self._sem: asyncio.Semaphore | None = None
-        self._rpm: TokenBucket | None = None
-        self._tpm: TokenBucket | None = None
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def from_config(cls, llm: LLMConfig, cache_dir: Path | None = None,
-                    endpoints: list[Endpoint] | None = None) -> LLMClient:
-        """Endpoints: the given ones, else `llm.endpoints`, else the OpenAI API.
+                    endpoints: list[Endpoint] | None = None, rate_dir: Path | None = None) -> LLMClient:
+        """Endpoints: the given ones, else `llm.endpoints`, else the OpenAI API. `rate_dir` (or
+        llm.rate_dir): where the shared rate budget lives; without one, the budget is this process's.
 
         With `llm.service` set, use `for_context(ctx)` (the endpoints live in the run directory)."""
         eps = list(endpoints or llm.endpoints)
@@ -125,25 +140,31 @@ class LLMClient:
                                 "build the client with LLMClient.for_context(ctx)")
             eps = [Endpoint(base_url=OPENAI_BASE_URL)]
         cache = ResponseCache(Path(cache_dir) / CACHE_FILE) if (cache_dir is not None and llm.cache) else None
-        return cls(llm, eps, cache)
+        return cls(llm, eps, cache, rate_dir=rate_dir)
 
     @classmethod
     def for_context(cls, ctx, cache_dir: Path | None = None, llm: LLMConfig | None = None) -> LLMClient:
-        """For a stage shard: with `llm.service`, wait for the service's endpoints and keep refreshing."""
+        """For a stage shard: the run's shared rate budget (`<run>/ratelimit`); with `llm.service`,
+        wait for the service's endpoints and keep refreshing."""
         llm = llm or ctx.config.llm
+        rate_dir = ctx.run.root / "ratelimit"
+        share = runnable_shards(ctx)
         if not llm.service:
-            return cls.from_config(llm, cache_dir=cache_dir)
+            c = cls.from_config(llm, cache_dir=cache_dir, rate_dir=rate_dir)
+            c._fair_share = share
+            return c
 
         def discover(wait_s: float = 0.0) -> list[Endpoint]:
             found = ctx.service_endpoints(llm.service, wait_s=wait_s)
-            return [Endpoint(base_url=e["base_url"], model=e.get("model") or llm.model) for e in found]
+            return [Endpoint(base_url=e["base_url"], model=e.get("model") or llm.model, kind=e.get("kind", "local"))
+                    for e in found]
 
         eps = discover(llm.endpoint_wait_s)
         if not eps:
             raise UserError(f"llm.service: no endpoint of service stage {llm.service!r} appeared within "
                             f"{llm.endpoint_wait_s:.0f} s (is the llm-server stage running? see its logs)")
         cache = ResponseCache(Path(cache_dir) / CACHE_FILE) if (cache_dir is not None and llm.cache) else None
-        return cls(llm, eps, cache, refresh=discover)
+        return cls(llm, eps, cache, refresh=discover, rate_dir=rate_dir, fair_share=share)
 
     @property
     def endpoints(self) -> list[tuple[str, str]]:
@@ -153,11 +174,32 @@ class LLMClient:
         return self.usage.totals(self.llm)
 
     # ---- session (event-loop bound resources) ----------------------------------------------------
+    def _make_budget(self) -> RateBudget | None:
+        """The key's rpm/tpm: shared by the run (a budget file), or this process's alone."""
+        llm = self.llm
+        if not (llm.rpm or llm.tpm):
+            return None
+        if llm.rate_share == "run" and self._rate_dir is not None:
+            path = budget_path(self._rate_dir, llm.model, self._api_key)
+            try:
+                return RateBudget(shared_schedule(path, llm.rpm, llm.tpm, llm.rate_headroom))
+            except LocksUnavailable as e:
+                log.warning("%s: falling back to a fair share of the limits (1/%d: shards that can run "
+                            "at once)", e, self._fair_share)
+                return RateBudget(LocalSchedule(llm.rpm, llm.tpm, llm.rate_headroom, share=self._fair_share))
+        if llm.rate_share == "run":
+            log.info("no run directory: the rate budget is this process's alone")
+        return RateBudget(LocalSchedule(llm.rpm, llm.tpm, llm.rate_headroom))
+
+    @property
+    def rate_budget(self) -> RateBudget | None:
+        return self._budget
+
     @contextlib.asynccontextmanager
     async def session(self):
         self._sem = asyncio.Semaphore(self.llm.concurrency)
-        self._rpm = TokenBucket(self.llm.rpm) if self.llm.rpm else None
-        self._tpm = TokenBucket(self.llm.tpm) if self.llm.tpm else None
+        if self._budget is None:
+            self._budget = self._make_budget()
         try:
             yield self
         finally:
@@ -226,7 +268,8 @@ class LLMClient:
                 self.usage.cached += 1
                 return ChatResult(req.key, hit["text"], None, 0, hit.get("usage") or {}, True,
                                   hit.get("finish_reason"), hit.get("model"), seed)
-        est_tokens = sum(len(str(m.get("content", ""))) for m in req.messages) / 4 + max_tokens
+        prompt_chars = sum(len(str(m.get("content", ""))) for m in req.messages)
+        budget = self._budget
         attempts = 0
         last_error = "not sent"
         async with self._sem:
@@ -234,10 +277,9 @@ class LLMClient:
                 ep, wait = self._pick()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                if self._rpm is not None:
-                    await self._rpm.acquire(1)
-                if self._tpm is not None:
-                    await self._tpm.acquire(est_tokens)
+                if budget is not None:
+                    self._client_for(ep)  # build (and import) the HTTP client before taking a slot
+                    await budget.acquire(budget.estimate_tokens(prompt_chars, max_tokens))
                 attempts += 1
                 self.usage.requests += 1
                 try:
@@ -258,7 +300,9 @@ class LLMClient:
                     continue
                 ep.failures_in_row = 0
                 self.usage.succeeded += 1
-                self.usage.add_tokens(served or ep.model, usage["prompt_tokens"], usage["completion_tokens"])
+                self.usage.add_tokens(served or ep.model, usage["prompt_tokens"], usage["completion_tokens"], ep.local)
+                if budget is not None:
+                    budget.learn(prompt_chars, usage["prompt_tokens"])
                 if self.cache is not None:
                     self.cache.put(ckey, {"text": text, "usage": usage, "finish_reason": finish, "model": served})
                 return ChatResult(req.key, text, None, attempts, usage, False, finish, served, seed)
@@ -293,14 +337,18 @@ class LLMClient:
             body = str(getattr(e, "message", "") or "")[:300]
             headers = getattr(e.response, "headers", None)
             if status == 429:
-                observe_headers(headers, self._rpm, self._tpm)
-                raise _Transient(f"HTTP 429 rate limited: {body}", retry_after=parse_retry_after(headers)) from None
+                self.usage.rate_limited += 1
+                retry_after = parse_retry_after(headers)
+                if self._budget is not None:  # every shard of the run waits, not just this request
+                    self._budget.pause(retry_after if retry_after is not None else _reset_s(headers, 1.0))
+                raise _Transient(f"HTTP 429 rate limited: {body}", retry_after=retry_after) from None
             if status >= 500 or status in (408, 409):
                 raise _Transient(f"HTTP {status}: {body}", retry_after=parse_retry_after(headers)) from None
             raise _Permanent(f"HTTP {status}: {body}") from None
         except openai.APIResponseValidationError as e:
             raise _Transient(f"malformed response: {e}") from None
-        observe_headers(raw.headers, self._rpm, self._tpm)
+        if self._budget is not None:
+            _pause_if_exhausted(raw.headers, self._budget)
         try:
             completion = raw.parse()
             choice = completion.choices[0]
@@ -335,3 +383,33 @@ class LLMClient:
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
+
+
+def _reset_s(headers, default: float) -> float:
+    """Seconds until the exhausted limit resets, from `x-ratelimit-reset-*` (else `default`)."""
+    if headers is None:
+        return default
+    resets = [parse_duration(headers.get(h)) for h in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")]
+    known = [r for r in resets if r is not None]
+    return max(known) if known else default
+
+
+def _pause_if_exhausted(headers, budget: RateBudget) -> None:
+    """The provider says a limit is used up (another user of the key, or our estimate was low):
+    pause the run's schedule until it resets. Two header reads per response."""
+    for rem, reset in (("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
+                       ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")):
+        v = headers.get(rem)
+        if v is not None and v.strip() in ("0", "0.0"):
+            budget.pause(parse_duration(headers.get(reset)) or 1.0)
+
+
+def runnable_shards(ctx) -> int:
+    """How many shards of this stage may run at once (its array throttle, else all of them): the
+    fair-share divisor when the budget file cannot be locked. Conservative on purpose (the frozen
+    config does not say which executor runs it, and a fallback must never exceed the key's limit)."""
+    spec = ctx.spec
+    n = spec.num_shards
+    if spec.resources.array_throttle:
+        n = min(n, spec.resources.array_throttle)
+    return max(1, n)
