@@ -112,3 +112,70 @@ def test_verifier_keeps_correct_and_reports_difficulty_shift(tmp_path):
     assert summary["input"] == 6 and summary["kept"] == 3 and summary["judge_errors"] == 1
     assert summary["before"]["levels"] == {"1": 1, "2": 1, "4": 1, "5": 3}
     assert summary["after"]["levels"] == {"1": 1, "2": 1, "5": 1}
+
+
+def test_failed_judge_requests_are_never_verdicts_and_rerun_retries_only_them(tmp_path):
+    """A judge request failing permanently fails its shard (no `.done`, one line with the count);
+    once the server recovers, the rerun sends only that request again and selects exactly what a
+    run that never failed selects."""
+    from support.fault_server import Rule
+
+    with judge_server(rules=[Rule("[rate=9]", ["500"], repeat_last=True)]) as srv:
+        run = make_run(tmp_path, {"synth": {**SOURCE, "num_shards": 2},
+                                  "hard": {"kind": "hardness", "depends_on": ["synth"], "num_shards": 2,
+                                           "params": {"method": "judge", "min_rating": 7}}}, llm_config(srv))
+        recs = _recs()
+        put_records(run, "synth", 0, recs[:3])
+        put_records(run, "synth", 1, recs[3:])
+        assert run_shard(run, "hard", 0) == 0
+        assert run_shard(run, "hard", 1) == 1
+        err = run.read_marker(run.failed_path("hard", 1))["error"]
+        assert "1 of 3 judge requests failed (first: request failed after 4 attempt(s): HTTP 500" in err
+        assert not run.is_done("hard", 1) and "\n" not in err
+        assert [json.loads(x)["id"] for x in run.shard_path("hard", 1, ".failures.jsonl").read_text().splitlines()] == ["h3"]
+        ok_before = sum(srv.ok_bodies.values())
+        srv.rules = []  # the server recovers
+        assert run_shard(run, "hard", 1) == 0
+        assert sum(srv.ok_bodies.values()) == ok_before + 1  # only h3 was sent again
+        assert all(v == 1 for v in srv.ok_bodies.values())
+    kept = list(read_records(run.output_files("hard", 2)))
+    assert [(r.id, r.meta["hardness"]["rating"]) for r in kept] == [("h0", 7.0), ("h3", 9.0), ("h5", 8.0)]
+    assert [r.id for r in read_records(run.shard_path("hard", 1, ".judge_failed.jsonl"))] == []
+    assert run.read_marker(run.done_path("hard", 1))["failed"] == 0
+
+
+def test_failed_verifier_request_is_neither_kept_nor_rejected(tmp_path):
+    from support.fault_server import Rule
+
+    recs = [Record(id=f"v{i}", problem=f"Problem {i} [verdict={v}]", response="The answer is 2", answer="2",
+                   level=lv, source="synth") for i, (v, lv) in enumerate([("correct", 1), ("incorrect", 5),
+                                                                          ("correct", 3)])]
+    with judge_server(rules=[Rule("Problem 1 [verdict", ["500"], repeat_last=True)]) as srv:
+        run = make_run(tmp_path, {"synth": SOURCE, "ver": {"kind": "verifier", "depends_on": ["synth"],
+                                                           "params": {"on_judge_error": "keep"}}}, llm_config(srv))
+        put_records(run, "synth", 0, recs)
+        assert run_shard(run, "ver", 0) == 1
+        assert "1 of 3 verifier requests failed" in run.read_marker(run.failed_path("ver", 0))["error"]
+        assert not (run.stage_dir("ver") / "summary.json").exists()
+        srv.rules = []
+        assert run_shard(run, "ver", 0) == 0
+    assert [r.id for r in read_records(run.output_files("ver", 1))] == ["v0", "v2"]
+    assert [r.id for r in read_records(run.shard_path("ver", 0, ".rejected.jsonl"))] == ["v1"]
+    summary = json.loads((run.stage_dir("ver") / "summary.json").read_text())
+    assert (summary["input"], summary["kept"], summary["rejected"], summary["failed"]) == (3, 2, 1, 0)
+
+
+def test_tolerated_judge_failure_is_counted_not_selected(tmp_path):
+    from support.fault_server import Rule
+
+    with judge_server(rules=[Rule("[rate=7]", ["500"], repeat_last=True)]) as srv:
+        run = make_run(tmp_path, {"synth": SOURCE,
+                                  "hard": {"kind": "hardness", "depends_on": ["synth"],
+                                           "params": {"method": "judge", "min_rating": 7, "failure_tolerance": 0.2}}},
+                       llm_config(srv))
+        put_records(run, "synth", 0, _recs())
+        assert run_shard(run, "hard", 0) == 0
+    kept = [r.id for r in read_records(run.output_files("hard", 1))]
+    assert kept == ["h3", "h5"]  # h0 (rated 7) had no answer: neither selected nor "not hard"
+    m = run.read_marker(run.done_path("hard", 0))
+    assert (m["failed"], m["rated"], m["judge_failed"]) == (1, 4, 1)

@@ -1,5 +1,11 @@
 """LLM judges (hardness rating, verifier) through the synthesis client, with robust parsing:
-an answer without a usable rating or verdict is a recorded failure, never a crash."""
+an answer without a usable rating or verdict is a recorded failure, never a crash.
+
+Two kinds of "no verdict", kept apart: the judge ANSWERED without a usable rating (`error`, a
+property of the answer: rerunning returns the same cached answer), and the REQUEST failed after
+the client's retries (`request_failed`: rate limit, timeout, server gone). A failed request is
+never a verdict: the stages count it against `failure_tolerance` and retry it on rerun.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ class Judgement:
     value: float | bool | None  # rating 1..10, or verdict True/False; None on failure
     error: str | None
     text: str | None = None
+    request_failed: bool = False  # no answer at all (retried on rerun), as opposed to an unusable answer
 
     def to_meta(self) -> dict[str, Any]:
         return {"value": self.value, "error": self.error}
@@ -68,8 +75,29 @@ def judge(client: Any, keyed_prompts: Sequence[tuple[str, str]], parse: Callable
     out = []
     for res in client.run_batch(reqs, progress=progress):
         if res.error is not None:
-            out.append(Judgement(res.key, None, f"request failed: {res.error}", res.text))
+            out.append(Judgement(res.key, None, f"request failed after {res.attempts} attempt(s): {res.error}",
+                                 res.text, request_failed=True))
             continue
         value, err = parse(res.text)
         out.append(Judgement(res.key, value, err, res.text))
     return out
+
+
+def failure_row(rec: Any, j: Judgement) -> dict[str, Any]:
+    """One line of a judge stage's `.failures.jsonl`: which record, why its request failed."""
+    return {"id": rec.id, "error": " ".join(str(j.error).split())[:500]}
+
+
+def check_failures(ctx: Any, failures: list[dict[str, Any]], total: int, tolerance: float, what: str) -> None:
+    """Write the shard's failure list; fail the shard (no `.done`) when it exceeds the tolerance."""
+    from skymath.errors import StageFailed
+    from skymath.records import write_jsonl
+
+    path = ctx.output_path(".failures.jsonl")
+    write_jsonl(path, failures)
+    if failures and not ctx.stop_requested() and len(failures) > tolerance * total:
+        first = failures[0]["error"][:300]
+        raise StageFailed(
+            f"stage {ctx.stage_name} shard {ctx.shard}: {len(failures)} of {total} {what} requests failed "
+            f"(first: {first}); over failure_tolerance {tolerance:g}, none of them became a verdict; "
+            f"`skymath resubmit` retries only them (answers already received come from the cache; list: {path})")

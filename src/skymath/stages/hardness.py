@@ -3,9 +3,12 @@ heuristic (the MATH level of the root seed, then solution length), or at random 
 strong baseline: same size as another selection, to compare).
 
 judge: each shard rates its slice; keeps ratings >= min_rating, or the top `fraction` of its
-slice. Every record carries `meta.hardness`; failed judgements (request error, no rating in the
-answer) go to `shard-NNNNN.judge_failed.jsonl` with the reason. heuristic / random: a global
-choice of k (or a fraction, or as many as `same_size_as` produced), each shard writes its part.
+slice. Every record carries `meta.hardness`; an answer without a usable rating goes to
+`shard-NNNNN.judge_failed.jsonl` with the reason. A request that failed (after the client's
+retries) is no rating at all: it is listed in `shard-NNNNN.failures.jsonl`, and a shard with more
+of them than `failure_tolerance` (default 0) fails instead of selecting without them; its rerun
+retries only those requests (the other answers come from the cache). heuristic / random: a
+global choice of k (or a fraction, or as many as `same_size_as` produced), each shard writes its part.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class Params(StageParams):
     temperature: float = Field(0.0, ge=0)
     max_tokens: int = Field(1024, ge=1)
     batch_size: int = Field(256, ge=1)
+    failure_tolerance: float = Field(0.0, ge=0, le=1)  # judge: failed requests allowed per shard (fraction)
 
 
 def check_config(cfg, name: str, source: str) -> None:
@@ -117,12 +121,13 @@ def _run_global(ctx, p: Params) -> dict:
 
 def _run_judge(ctx, p: Params) -> dict:
     from skymath.select import shard_inputs
-    from skymath.select.judge import hardness_prompt, judge, parse_rating
+    from skymath.select.judge import check_failures, failure_row, hardness_prompt, judge, parse_rating
     from skymath.synth.client import LLMClient
 
     records = list(shard_inputs(ctx, _inputs(ctx, p)))
     client = LLMClient.for_context(ctx, cache_dir=ctx.work_dir)
     rated: list[tuple[object, float]] = []
+    failures: list[dict] = []
     failed = ctx.writer(".judge_failed.jsonl", resume=False)
     try:
         with ctx.progress(total=len(records), desc=f"{ctx.stage_name}[{ctx.shard}] judge", unit="rec") as bar:
@@ -132,13 +137,16 @@ def _run_judge(ctx, p: Params) -> dict:
                            for r in batch]
                 for rec, j in zip(batch, judge(client, prompts, parse_rating, p.temperature, p.max_tokens,
                                                progress=lambda _r: bar.update(1)), strict=True):
-                    if j.value is None:
+                    if j.request_failed:  # no answer: never a rating (and never "not hard")
+                        failures.append(failure_row(rec, j))
+                    elif j.value is None:
                         failed.write(rec.model_copy(update={"meta": {**rec.meta, "hardness": {
                             "method": "judge", "rating": None, "error": j.error, "answer": (j.text or "")[-2000:]}}}))
                     else:
                         rated.append((rec, float(j.value)))
     finally:
         client.close()
+    check_failures(ctx, failures, len(records), p.failure_tolerance, "judge")
     if p.min_rating is not None:
         keep = [(r, v) for r, v in rated if v >= p.min_rating]
     else:
@@ -152,4 +160,4 @@ def _run_judge(ctx, p: Params) -> dict:
     for _, v in rated:
         hist[f"{v:g}"] = hist.get(f"{v:g}", 0) + 1
     return {"records": w.count, "input": len(records), "rated": len(rated), "judge_failed": failed.count,
-            "rating_histogram": hist, "method": "judge"}
+            "failed": len(failures), "rating_histogram": hist, "method": "judge"}

@@ -3,8 +3,11 @@ final answer, against the gold answer when the record has one).
 
 The paper found verifier filtering keeps easy problems and loses to random selection of the same
 size, so the stage reports the difficulty distribution (MATH level, response length) before and
-after; `summary.json` totals it over shards. Rejected and unjudgeable records go to
-`shard-NNNNN.rejected.jsonl` with the judge's reason.
+after; `summary.json` totals it over shards. Rejected and unjudgeable records (an answer without
+a verdict, handled by `on_judge_error`) go to `shard-NNNNN.rejected.jsonl` with the judge's reason.
+A request that failed after the client's retries is no verdict at all, neither kept nor rejected:
+it is listed in `shard-NNNNN.failures.jsonl`, and a shard with more of them than
+`failure_tolerance` (default 0) fails; its rerun retries only those (the rest from the cache).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class Params(StageParams):
     temperature: float = Field(0.0, ge=0)
     max_tokens: int = Field(1024, ge=1)
     batch_size: int = Field(256, ge=1)
+    failure_tolerance: float = Field(0.0, ge=0, le=1)  # failed requests allowed per shard (fraction)
 
 
 def check_config(cfg, name: str, source: str) -> None:
@@ -52,7 +56,7 @@ def difficulty_profile(records) -> dict:
 
 def run(ctx) -> dict:
     from skymath.select import shard_inputs
-    from skymath.select.judge import judge, parse_verdict, verifier_prompt
+    from skymath.select.judge import check_failures, failure_row, judge, parse_verdict, verifier_prompt
     from skymath.synth.client import LLMClient
 
     p: Params = ctx.params
@@ -61,6 +65,7 @@ def run(ctx) -> dict:
     kept, rejected = ctx.writer(resume=False), ctx.writer(".rejected.jsonl", resume=False)
     kept_recs = []
     errors = 0
+    failures: list[dict] = []
     try:
         with ctx.progress(total=len(records), desc=f"{ctx.stage_name}[{ctx.shard}] verify", unit="rec") as bar:
             for lo in range(0, len(records), p.batch_size):
@@ -69,6 +74,9 @@ def run(ctx) -> dict:
                            for r in batch]
                 for rec, j in zip(batch, judge(client, prompts, parse_verdict, p.temperature, p.max_tokens,
                                                progress=lambda _r: bar.update(1)), strict=True):
+                    if j.request_failed:  # no answer: never "incorrect" (nor "keep" by on_judge_error)
+                        failures.append(failure_row(rec, j))
+                        continue
                     errors += j.value is None
                     meta = {**rec.meta, "verifier": {"correct": j.value, "error": j.error}}
                     out = rec.model_copy(update={"meta": meta})
@@ -80,8 +88,12 @@ def run(ctx) -> dict:
                             update={"meta": {**meta, "verifier": {**meta["verifier"], "answer": (j.text or "")[-2000:]}}}))
     finally:
         client.close()
+    check_failures(ctx, failures, len(records), p.failure_tolerance, "verifier")
+    failed_ids = {f["id"] for f in failures}
+    judged = [r for r in records if r.id not in failed_ids]  # the difficulty shift of what was judged
     return {"records": kept.count, "input": len(records), "kept": kept.count, "rejected": rejected.count,
-            "judge_errors": errors, "before": difficulty_profile(records), "after": difficulty_profile(kept_recs)}
+            "judge_errors": errors, "failed": len(failures),
+            "before": difficulty_profile(judged), "after": difficulty_profile(kept_recs)}
 
 
 def after_shard_done(ctx) -> None:
@@ -93,7 +105,7 @@ def after_shard_done(ctx) -> None:
     run, name, k = ctx.run, ctx.stage_name, ctx.num_shards
     if not run.stage_complete(name, k):
         return
-    tot = {"input": 0, "kept": 0, "rejected": 0, "judge_errors": 0}
+    tot = {"input": 0, "kept": 0, "rejected": 0, "judge_errors": 0, "failed": 0}
     prof = {side: {"count": 0, "levels": {}, "words_sum": 0} for side in ("before", "after")}
     for i in range(k):
         m = run.read_marker(run.done_path(name, i)) or {}
