@@ -1,10 +1,10 @@
-"""Job shapes on the real local cluster: gpu-multinode (srun + torchrun c10d, 2 gloo ranks on
-CPU), the USR2 trap (stop cleanly, requeue, resume) and the submitit launcher."""
+"""Job shapes on the real local cluster: gpu-multinode (srun -> the one launcher -> torchrun c10d,
+2 gloo ranks on CPU) stopped by USR2 and requeued, the USR2 trap at a real time limit (each kind
+of step ending), a worker shard stopped and resumed, and the Python launcher on the planner."""
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -32,31 +32,6 @@ pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
 @pytest.fixture(autouse=True)
 def _cluster():
     require_cluster()
-
-
-DIST_CFG = """
-run: {name: dist, root: "@ROOT@"}
-stages:
-  train:
-    kind: support.slurm_dist
-    shape: gpu-multinode
-    resources: {gpus: 2, cpus: 2, mem_gb: 3, nodes: 1, time: "00:10:00"}
-"""
-
-
-def test_gpu_multinode_template_runs_torchrun_c10d_gloo_job(tmp_path):
-    run, cfg, ex = make_executor(tmp_path, DIST_CFG)
-    ex.launch()
-    (entry,) = [e for e in run.ledger() if e.get("event") == "submit"]
-    script = open(entry["script"]).read()
-    assert "srun " in script and "-m skymath.train.launch --nproc-per-node 2" in script
-    assert "#SBATCH --signal=B:USR2@60" in script and "scontrol requeue" in script
-    wait_jobs([entry["job_id"]], timeout_s=400)
-    marker = json.loads(run.done_path("train", 0).read_text())
-    assert marker["world_size"] == 2 and marker["allreduce_sum"] == 3.0  # ranks 0 and 1 met and reduced
-    assert sorted(marker["ranks"]) == sorted(f"{r}@{os.uname().nodename}" for r in (0, 1))
-    assert marker["rdzv_run_id"] == entry["job_id"] == marker["slurm_job_id"]
-    assert [r.id for r in read_records([run.shard_path("train", 0)])] == ["dist-0"]  # rank 0 wrote once
 
 
 SIG_CFG = """
@@ -95,7 +70,7 @@ def test_usr2_stops_the_shard_cleanly_then_requeues_and_resumes(tmp_path):
     assert "SIGUSR2" in log and "requeueing job" in log and "restart 1" in log
 
 
-def test_submitit_launcher_submits_three_shard_array(tmp_path):
+def test_python_launcher_submits_through_the_one_planner(tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"""
 run: {{name: sub3, root: "{tmp_path / 'runs'}"}}
@@ -162,3 +137,47 @@ def test_real_time_limit_signal_ends_each_kind_of_step_correctly(tmp_path):
     assert "requeueing" not in logs["crash"]
     assert acct["requeue"] == "COMPLETED|0:0", acct
     assert "requeueing job" in logs["requeue"] and "restart 1" in logs["requeue"] and "step: second run" in logs["requeue"]
+
+
+HOLD_CFG = """
+run: {name: hold, root: "@ROOT@"}
+stages:
+  train:
+    kind: support.slurm_dist
+    shape: gpu-multinode
+    resources: {gpus: 2, cpus: 2, mem_gb: 3, nodes: 1, time: "00:10:00"}
+    params: {hold_first_run: true}
+"""
+
+
+def test_usr2_reaches_every_rank_through_srun_launcher_and_torchrun_then_requeues(tmp_path):
+    """The gpu-multinode chain on the real cluster: batch trap -> srun -> the ONE launcher ->
+    torchrun (--signals-to-handle with SIGUSR2) -> both gloo ranks stop cleanly; the launcher
+    exits 143, the trap requeues, the second run completes; the rendezvous port is the job's own.
+    (srun --cpus-per-task is checked by the render test: with TaskPlugin=task/none the local
+    cluster binds no cores, so a step gets every CPU of the job either way.)"""
+    run, cfg, ex = make_executor(tmp_path, HOLD_CFG)
+    ex.launch()
+    (job,) = job_ids(run)
+    work = run.stage_dir("train") / run.shard_name(0)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(work.glob("holding-rank*"))) < 2:
+        time.sleep(0.5)
+    assert sorted(p.name for p in work.glob("holding-rank*")) == ["holding-rank0", "holding-rank1"]
+    r = subprocess.run(["scancel", "--batch", "--signal=USR2", f"{job}_0"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    release_requeued([job], time.monotonic() + 400)
+    wait_jobs([job], timeout_s=400)
+    assert sorted(p.name for p in work.glob("stopped-*")) == ["stopped-rank0-restart0", "stopped-rank1-restart0"]
+    marker = json.loads(run.done_path("train", 0).read_text())
+    assert marker["restart"] == 1 and marker["world_size"] == 2 and marker["allreduce_sum"] == 3.0
+    assert len(marker["ranks"]) == 2 and marker["rdzv_run_id"] == job == marker["slurm_job_id"]
+    assert [r.id for r in read_records([run.shard_path("train", 0)])] == ["dist-0"]  # rank 0 wrote once
+    script = next(e for e in run.ledger() if e.get("event") == "submit")["script"]
+    assert "srun " in open(script).read() and "-m skymath.train.launch --nproc-per-node 2" in open(script).read()
+    log = (run.root.resolve() / "logs" / "train" / f"{job}_0.out").read_text()
+    for line in ("SIGUSR2: time limit near", "launcher got SIGUSR2", "after SIGUSR2: stopped (exit 143)",
+                 "step exited with 143", f"requeueing job {job}", "restart 1"):
+        assert line in log, line
+    assert f":{29517 + int(job) % 1000} " in log.replace("--rdzv_id", " --rdzv_id")  # per-job port
+    assert "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR2" in log and "--shutdown-timeout=30" in log
