@@ -130,3 +130,73 @@ def test_exact_values_are_compared_exactly(pred: str, gold: str, want: bool) -> 
 def test_exact_traps_under_the_time_limit() -> None:
     """The same verdicts through grader processes with the 1 s hard limit."""
     assert grade_many([(p, g, "math") for p, g, _ in EXACT_TRAPS], processes=1) == [w for _, _, w in EXACT_TRAPS]
+
+
+# ---- the hf backend's prompt tokens and the total length budget --------------------------------------------
+
+@pytest.fixture(scope="module")
+def bos_model(tmp_path_factory, tiny_model):
+    """The tiny model with a tokenizer that adds BOS, as LLaMA/Mistral tokenizers do."""
+    from transformers import AutoTokenizer
+
+    d = tmp_path_factory.mktemp("bos_model")
+    for f in ("config.json", "generation_config.json", "model.safetensors"):
+        (d / f).symlink_to(tiny_model / f)
+    AutoTokenizer.from_pretrained(tiny_model, add_bos_token=True).save_pretrained(d)
+    return d
+
+
+@pytest.mark.parametrize("style", ["alpaca", "chat"])
+def test_eval_prompt_tokens_equal_the_training_prompt_tokens(bos_model, style) -> None:
+    from skymath.evaluate.backends.hf import HFBackend
+    from skymath.evaluate.runner import build_prompt
+    from skymath.train.data import DataSettings, encode
+
+    be = HFBackend(str(bos_model), batch_size=2, add_special_tokens=style == "alpaca", threads=1)
+    problem = "Janet has 3 apples and buys 4 more. How many apples does she have?"
+    ids, labels, _ = encode(be.tokenizer, problem, "3 + 4 = 7.\nThe answer is 7", DataSettings(prompt_style=style))
+    train_prompt = [t for t, lab in zip(ids, labels, strict=True) if lab == -100]
+    eval_prompt = be.encode_prompts([build_prompt(problem, style, be.tokenizer)])[0]
+    assert eval_prompt == train_prompt
+    if style == "alpaca":
+        assert eval_prompt[0] == be.tokenizer.bos_token_id  # the BOS SFT trained with (dropped before the fix)
+    gen = be.generate([build_prompt(problem, style, be.tokenizer)], 2)[0]
+    assert gen.prompt_tokens == len(train_prompt) and gen.completion_tokens <= 2
+    be.close()
+
+
+def test_hf_max_length_is_the_total_budget(tiny_model) -> None:
+    """Each answer gets max_length minus ITS prompt, also inside one batch; a prompt that fills
+    the budget gets nothing (wrong, not an error)."""
+    from skymath.evaluate.backends.hf import HFBackend
+
+    short, long = "What is 2+2?", "Compute the sum of the first twenty positive integers, then add 7 to it."
+    be = HFBackend(str(tiny_model), batch_size=4, threads=1, stop=())
+    n_short, n_long = (len(x) for x in be.encode_prompts([short, long]))
+    be.max_length = n_long + 3  # the long prompt may add 3 tokens, the short one more
+    gens = be.generate([short, long, long * 5], 40)
+    assert gens[1].completion_tokens <= 3 and gens[1].prompt_tokens + gens[1].completion_tokens <= be.max_length
+    assert gens[0].completion_tokens <= n_long + 3 - n_short
+    assert gens[0].prompt_tokens + gens[0].completion_tokens <= be.max_length
+    assert gens[0].completion_tokens > 3 or gens[0].finish_reason == "stop"
+    assert (gens[2].text, gens[2].completion_tokens, gens[2].finish_reason, gens[2].error) == ("", 0, "length", None)
+    be.close()
+
+
+def test_openai_max_length_is_the_total_budget(data_root) -> None:
+    from support.eval_faults import bench_items, eval_server, llm_block
+
+    from skymath.config.llm import LLMConfig
+    from skymath.evaluate.backends.openai import OpenAIBackend
+
+    items = bench_items(data_root, gsm8k=2, math=1)
+    sent: list[int] = []
+    with eval_server(items, on_request=lambda n, body: sent.append(body["max_tokens"])) as srv:
+        be = OpenAIBackend(srv.model, llm=LLMConfig(**llm_block(srv)), max_length=200)
+        assert be.counter_name == "approx (4 chars/token)"  # no tokenizer offline for an unknown API model
+        prompts = [items[0]["problem"], "x" * 1200]  # the second alone is ~300 tokens: over the budget
+        gens = be.generate(prompts, 1000)
+        be.close()
+    assert sent == [200 - len(prompts[0]) // 4]
+    assert gens[0].text and gens[0].error is None
+    assert (gens[1].text, gens[1].finish_reason, gens[1].error) == ("", "length", None)
