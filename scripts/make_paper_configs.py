@@ -127,7 +127,7 @@ stages:
       label: base
       backend: vllm
       benchmarks: [{{name: gsm8k}}, {{name: math}}]
-      max_new_tokens: 2048
+      max_length: 2048  # the paper's maximum length: prompt + answer tokens (as in SFT)
   eval-sft-1:
     kind: eval
     depends_on: [sft-1]
