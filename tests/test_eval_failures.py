@@ -143,8 +143,8 @@ def test_hf_backend_exception_fails_items_then_rerun_matches(tmp_path, data_root
     assert _outputs(run) == _outputs(clean)
 
 
-def test_fault_server_rules_target_single_items(data_root):
-    """The doomed-request rules of the support server hit exactly the chosen items' requests."""
+def test_fault_server_dooms_single_items(data_root):
+    """The support server fails exactly the chosen items' requests, every time."""
     from skymath.config.llm import LLMConfig
     from skymath.evaluate.runner import build_prompt
     from skymath.synth.client import ChatRequest, LLMClient
@@ -157,4 +157,50 @@ def test_fault_server_rules_target_single_items(data_root):
         res = client.run_batch(reqs)
         client.close()
     assert [r.ok for r in res] == [True, True, True, True, False, True]
-    assert res[4].attempts == 3 and srv.by_action["500"] == 3
+    assert res[4].attempts == 3 and srv.on_request.failed == 3 and len(srv.ok_bodies) == 5
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_bug_report_scenario_on_the_local_slurm_cluster(tmp_path, data_root):
+    """The issue's scenario, scaled down: an openai-backend eval stage in 8 shards on the real
+    cluster, some requests rejected for good. The affected shards fail (Slurm FAILED, one line in
+    the marker), nothing is merged; after the server recovers `skymath resubmit` reruns only them
+    and the merged metrics equal those of a run that never failed."""
+    from support.slurm_helpers import job_ids, make_executor, require_cluster, sacct_states, wait_jobs
+
+    from skymath.pipeline import runner
+
+    require_cluster()
+    items = bench_items(data_root, gsm8k=8, math=8)  # 8 shards of 2 items
+    doomed = [3, 10, 11]  # shards 1 and 5
+    with eval_server(items, doomed=doomed, host="127.0.0.1") as srv:
+        stage = openai_eval_stage(8, gsm8k=8, math=8)
+        stage["resources"] = {"gpus": 1, "cpus": 1, "mem_gb": 2, "time": "00:15:00"}
+        text = yaml.safe_dump({"run": {"name": "slurm8", "root": "@ROOT@"}, "llm": llm_block(srv), "stages": {"ev": stage}})
+        run, cfg, ex = make_executor(tmp_path, text)
+        assert ex.launch() == 0
+        first = job_ids(run, reason="launch")
+        wait_jobs(first, timeout_s=600)
+        st = {s.name: s for s in runner.status(run, cfg)}["ev"]
+        assert st.indices("failed") == [1, 5] and st.indices("done") == [0, 2, 3, 4, 6, 7]
+        assert "1 of 2 generations failed (first: request failed after 3 attempt(s): HTTP 500" in st.shards[1].error
+        assert "2 of 2 generations failed" in st.shards[5].error
+        states = sacct_states(first, keys=[f"{first[0]}_{i}" for i in range(8)])
+        assert states[f"{first[0]}_1"] == "FAILED" and states[f"{first[0]}_0"] == "COMPLETED"
+        assert not (run.stage_dir("ev") / "metrics.json").exists()
+
+        recover(srv)
+        r = subprocess.run([sys.executable, "-m", "skymath", "resubmit", str(run.root), "--wait"],
+                           capture_output=True, text=True, timeout=700)
+        assert r.returncode == 0, r.stdout + r.stderr
+        again = {e["stage"]: e for e in run.ledger() if e.get("reason") == "resubmit" and e.get("event") == "submit"}
+        assert again["ev"]["shards"] == [1, 5]
+        assert sum(srv.ok_bodies.values()) == len(items) and set(srv.ok_bodies.values()) == {1}
+
+    with eval_server(items) as healthy:
+        clean = make_run(tmp_path, "clean", {"ev": openai_eval_stage(1, gsm8k=8, math=8)}, llm=llm_block(healthy))
+        run_stage(clean, "ev")
+    assert _outputs(run) == _outputs(clean)
+    assert _outputs(run)[1]["n"] == 16 and _outputs(run)[1]["failed"] == 0

@@ -2,17 +2,16 @@
 
 The model answers every benchmark item it recognizes in the prompt: correctly for even item
 indices (in the paper's format, so both protocols credit it), wrongly for odd ones. Chosen items
-fail PERMANENTLY (HTTP 500 on every attempt) until `recover()`: a rule per doomed item matches
-an ASCII snippet of its problem in the request body.
+fail PERMANENTLY (HTTP 500 on every attempt) until `recover()`: the server's `on_request` hook
+finds a doomed item's problem in the request's prompt and answers 500 instead.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
-from support.fault_server import FaultServer, Rule
+from support.fault_server import FaultServer
 
 
 def bench_items(data_root: Path, gsm8k: int, math: int) -> list[dict[str, Any]]:
@@ -20,12 +19,6 @@ def bench_items(data_root: Path, gsm8k: int, math: int) -> list[dict[str, Any]]:
     from skymath.evaluate.benchmarks import BenchmarkSpec, load_items
 
     return load_items([BenchmarkSpec(name="gsm8k", limit=gsm8k), BenchmarkSpec(name="math", limit=math)], data_root)
-
-
-def _snippet(problem: str) -> str:
-    """A JSON-safe piece of the problem (letters, digits, spaces): how a rule finds its request."""
-    runs = sorted(re.findall(r"[A-Za-z0-9 ]{12,}", problem), key=len, reverse=True)
-    return runs[0][:40] if runs else problem[:12]
 
 
 class ScriptedEvalModel:
@@ -41,18 +34,34 @@ class ScriptedEvalModel:
         return "I do not know this problem."
 
 
-def eval_server(items: list[dict[str, Any]], doomed: list[int] = (), **kw: Any) -> FaultServer:
+class Doom:
+    """The `on_request` hook: 500 for a request whose prompt holds a doomed problem, counted."""
+
+    def __init__(self, problems: list[str], also: Any = None) -> None:
+        self.problems = list(problems)
+        self.also = also
+        self.failed = 0
+
+    def __call__(self, n: int, body: dict) -> str | None:
+        if self.also is not None:
+            self.also(n, body)
+        prompt = body["messages"][-1]["content"] if body.get("messages") else ""
+        if any(p in prompt for p in self.problems):
+            self.failed += 1
+            return "500"
+        return None
+
+
+def eval_server(items: list[dict[str, Any]], doomed: list[int] = (), on_request: Any = None,
+                **kw: Any) -> FaultServer:
     """A FaultServer answering as ScriptedEvalModel; items at `doomed` indices fail permanently."""
-    srv = FaultServer(responder=ScriptedEvalModel(items), **kw)
-    snippets = {_snippet(it["problem"]) for it in items}
-    assert len(snippets) == len(items), "item snippets must be unique to target one request"
-    srv.rules = [Rule(match=_snippet(items[i]["problem"]), actions=["500"], repeat_last=True) for i in doomed]
-    return srv
+    return FaultServer(responder=ScriptedEvalModel(items), on_request=Doom([items[i]["problem"] for i in doomed],
+                                                                             on_request), **kw)
 
 
 def recover(srv: FaultServer) -> None:
     """The server is healthy again: every request is answered."""
-    srv.rules = []
+    srv.on_request.problems = []
 
 
 def llm_block(srv: FaultServer) -> dict[str, Any]:
