@@ -4,9 +4,14 @@ dependencies, a forced failure recovered by one resubmit, array splitting, servi
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from collections import Counter
 
 import pytest
+from support.slurm_faults import FlakyTool
 from support.slurm_helpers import (
     job_ids,
     make_executor,
@@ -16,6 +21,7 @@ from support.slurm_helpers import (
     write_profile,
 )
 
+from skymath.errors import UserError
 from skymath.pipeline import runner
 from skymath.records import read_records
 
@@ -160,3 +166,74 @@ def test_service_stage_starts_before_consumers_and_is_stopped_after_them(tmp_pat
     assert not run.is_done("server", 0)  # services never get .done markers
     states = sacct_states([svc["job_id"], stop["job_id"]], keys=[f"{svc['job_id']}_0"])
     assert states[f"{svc['job_id']}_0"] == "COMPLETED"
+
+
+SLOW_CFG = """
+run: {name: slow, root: "@ROOT@"}
+stages:
+  slow:
+    kind: support.stage_emit
+    num_shards: 2
+    shape: cpu-array
+    resources: {mem_gb: 0.25, time: "00:10:00"}
+    params: {records_per_shard: 400, delay_s: 0.5}
+  after:
+    kind: support.stage_collect
+    depends_on: [slow]
+    resources: {mem_gb: 0.25, time: "00:10:00"}
+"""
+
+
+def _states(run, cfg) -> dict[str, list[str]]:
+    return {s.name: [sh.state for sh in s.shards] for s in runner.status(run, cfg)}
+
+
+def test_status_is_scoped_retried_and_unknown_never_missing_then_cancel(tmp_path, monkeypatch):
+    """squeue/sacct name this run's job ids (-j), a transient squeue failure is retried, an outage
+    makes queued shards "unknown" (not "missing") and does not end --wait; then `skymath cancel`
+    cancels exactly this run's jobs (one stage, then the rest) and records it."""
+    run, cfg, ex = make_executor(tmp_path, SLOW_CFG)
+    ex.launch()
+    ids = job_ids(run)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and _states(run, cfg)["slow"] != ["running", "running"]:
+        time.sleep(0.5)
+    assert _states(run, cfg) == {"slow": ["running", "running"], "after": ["pending"]}
+
+    squeue = FlakyTool(tmp_path / "bin", "squeue")
+    real_path = os.environ["PATH"]
+    monkeypatch.setenv("PATH", squeue.path())
+    monkeypatch.setenv("SKYMATH_SLURM_RETRY_S", "0.05")
+    squeue.fail(2)  # two timeouts, then an answer
+    assert _states(run, cfg) == {"slow": ["running", "running"], "after": ["pending"]}
+    calls = squeue.calls()
+    assert len(calls) == 3 and all(c[c.index("-j") + 1] == ",".join(sorted(ids, key=int)) for c in calls), calls
+
+    squeue.fail("always")  # the scheduler does not answer at all
+    st = {s.name: s for s in runner.status(run, cfg)}
+    assert [sh.state for sh in st["slow"].shards] == ["unknown", "unknown"]
+    assert st["after"].shards[0].state == "unknown" and "did not answer" in st["after"].shards[0].error
+    with pytest.raises(UserError, match="still running"):  # a failed poll never ends the wait
+        runner.wait(run, cfg, poll_s=0.2, timeout_s=1.0)
+    assert all("-j" in c for c in squeue.calls())  # never the whole cluster's queue
+    monkeypatch.setenv("PATH", real_path)
+
+    r = _cancel(run.root, "--stage", "after")
+    assert r.returncode == 0 and ids[1] in r.stdout and ids[0] not in r.stdout, r.stdout + r.stderr
+    r = _cancel(run.root)
+    assert r.returncode == 0 and ids[0] in r.stdout, r.stdout + r.stderr
+    wait_jobs(ids, timeout_s=120)
+    cancels = [e for e in run.ledger() if e.get("event") == "cancel"]
+    assert [c["job_ids"] for c in cancels] == [[ids[1]], [ids[0]]] and all(c["ok"] for c in cancels)
+    states = sacct_states(ids, keys=[f"{ids[0]}_0", f"{ids[0]}_1"])
+    assert states[f"{ids[0]}_0"] == states[f"{ids[0]}_1"] == "CANCELLED", states
+    st = {s.name: s for s in runner.status(run, cfg)}
+    assert [sh.state for sh in st["slow"].shards] == ["missing", "missing"]
+    assert "cancelled by skymath cancel" in st["slow"].shards[0].error
+    r = _cancel(run.root)
+    assert r.returncode == 0 and "nothing to cancel" in r.stdout
+
+
+def _cancel(run_root, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "skymath", "cancel", str(run_root), *args], capture_output=True,
+                          text=True, timeout=300)

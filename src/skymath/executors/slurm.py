@@ -134,9 +134,10 @@ def queued_jobs(subs: list[Submission]) -> list[QueuedJob]:
 UNKNOWN = "unknown"  # ShardState.state when the scheduler did not answer (never "missing")
 
 
-def cancelled_job_ids(run: RunDir) -> set[str]:
-    """Job ids that `skymath cancel` (or a rolled-back launch) cancelled, from the ledger."""
-    return {str(j) for e in run.ledger() if e.get("event") == "cancel" for j in e.get("job_ids", [])}
+def cancelled_job_ids(run: RunDir) -> dict[str, str]:
+    """Job id -> why, for jobs `skymath cancel` (or a rolled-back launch) cancelled, from the ledger."""
+    return {str(j): str(e.get("reason", "cancelled")) for e in run.ledger() if e.get("event") == "cancel"
+            for j in e.get("job_ids", [])}
 
 
 def augment_status(run: RunDir, cfg: PipelineConfig, stages: list[StageStatus]) -> None:
@@ -181,6 +182,10 @@ def augment_status(run: RunDir, cfg: PipelineConfig, stages: list[StageStatus]) 
                 if sh.state == "pending" and q[1] not in ("None", ""):
                     sh.error = f"waiting: {q[1]}"
                 continue
+            if sub.job_id in cancelled:  # the user stopped it (its worker may have left a .failed)
+                sh.state = "missing"
+                sh.error = f"cancelled by {cancelled[sub.job_id]} (job {ref})"
+                continue
             if sh.state == "failed":
                 continue
             if acct is None:
@@ -189,22 +194,19 @@ def augment_status(run: RunDir, cfg: PipelineConfig, stages: list[StageStatus]) 
             a = acct.get((sub.job_id, task)) or acct.get((sub.job_id, None))
             if a is None:
                 continue
-            _describe_finished(sh, st, sub, ref, a, sub.job_id in cancelled)
+            _describe_finished(sh, st, sub, ref, a)
 
 
-def _describe_finished(sh, st: StageStatus, sub: Submission, ref: str, acct: tuple[str, str, str],
-                       user_cancelled: bool) -> None:
+def _describe_finished(sh, st: StageStatus, sub: Submission, ref: str, acct: tuple[str, str, str]) -> None:
     """State/error of a shard whose job left the queue without a .done marker."""
     state, code, reason = acct
     if state in FAILED_STATES:
         sh.state = "failed"
         sh.error = f"slurm job {ref} {state} (exit {code})"
     elif state == "CANCELLED":
-        if user_cancelled:
-            sh.error = f"cancelled by skymath cancel (job {ref})"
         # kill-on-invalid-dep: sacct's reason can still read "None" right after the
         # cancel, so a job that waited on parents counts as cancelled by them
-        elif "Depend" in reason or sub.entry.get("dependency"):
+        if "Depend" in reason or sub.entry.get("dependency"):
             sh.error = f"cancelled: a parent job failed (job {ref}, {reason})"
         else:
             sh.state = "failed"
@@ -367,7 +369,7 @@ class SlurmExecutor:
                                 + (f" ({', '.join(cancelled)})" if cancelled else "")) from None
         for job in jobs:
             if job.replaces and job.job_id:  # superseded stop jobs of a reused service
-                self.cancel_jobs(job.replaces, launch_id, f"replaced by stop job {job.job_id}")
+                self.cancel_jobs(job.replaces, launch_id, f"stop job {job.job_id}, which replaces it")
 
     def sbatch_argv(self, job: PlannedJob) -> list[str]:
         argv = ["sbatch", "--parsable"]
@@ -397,7 +399,7 @@ class SlurmExecutor:
     def _roll_back(self, jobs: list[PlannedJob], launch_id: str, why: str) -> list[str]:
         ids = [j.job_id for j in reversed(jobs) if j.job_id]
         if ids:
-            self.cancel_jobs(ids, launch_id, f"launch failed: {why}")
+            self.cancel_jobs(ids, launch_id, f"the rollback of failed launch {launch_id} ({why[:200]})")
         return ids
 
     def cancel_jobs(self, job_ids: list[str], launch_id: str, why: str) -> list[str]:
