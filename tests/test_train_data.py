@@ -1,5 +1,5 @@
-"""SFT data and batching: prompt masking, truncation, the tokenized cache, packing == unpacked loss,
-and the global-batch check at config load time."""
+"""SFT data and batching: prompt masking, truncation, the memory-mapped tokenized parts and their
+validation slice, packing == unpacked loss, and the config checks at load time."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from support.train_common import data_stage, math_records, one_thread
 from skymath.config import config_from_dict
 from skymath.errors import UserError
 from skymath.prompts import sft_prompt, sft_target
-from skymath.train.data import DROPPED, OK, TRUNCATED, DataSettings, build_dataset, cache_key, encode
+from skymath.train.data import DROPPED, OK, TRUNCATED, DataSettings, encode
 from skymath.train.params import plan_batch
 
 
@@ -44,7 +44,13 @@ def test_labels_masked_exactly_on_prompt(tok):
     assert tok.decode(ids[:n_prompt]).endswith("Let's think step by step.")
 
 
-def test_truncate_and_drop_are_counted(tok, tmp_path):
+def _triples(recs):
+    return [(r.id, r.problem, r.response) for r in recs]
+
+
+def test_tokenized_part_holds_exactly_encode_and_counts_truncate_and_drop(tok, tmp_path):
+    from skymath.train.tokenized import TokenizedSplit, read_meta, write_part
+
     recs = math_records(12, max_chars=2000)
     lens = [len(encode(tok, r.problem, r.response, DataSettings(4096))[0]) for r in recs]
     limit = sorted(lens)[len(lens) // 2]  # about half the samples are longer
@@ -54,33 +60,44 @@ def test_truncate_and_drop_are_counted(tok, tmp_path):
                              DataSettings(limit, "truncate"))
     assert st == TRUNCATED and len(ids) == limit == len(labels) and labels[-1] != -100
     assert encode(tok, recs[0].problem, "x" * 50000, DataSettings(limit, "drop"))[2] == DROPPED
-    probs, resps = [r.problem for r in recs], [r.response for r in recs]
     for policy in ("truncate", "drop"):
         s = DataSettings(limit, policy)
-        key = cache_key(tok, s, "t")
-        ds, stats = build_dataset(probs, resps, tok, s, tmp_path, key)
+        part = tmp_path / policy
+        meta = write_part(_triples(recs), tok, s, part)
+        ds = TokenizedSplit([part], "train")
         if policy == "truncate":
-            assert (stats["truncated"], stats["dropped"], len(ds)) == (longer, 0, len(recs))
+            assert (meta["truncated"], meta["dropped"], len(ds)) == (longer, 0, len(recs))
         else:
-            assert (stats["truncated"], stats["dropped"], len(ds)) == (0, longer, len(recs) - longer)
-        assert max(ds["length"]) <= limit
-        assert stats["tokens"] == sum(ds["length"])
+            assert (meta["truncated"], meta["dropped"], len(ds)) == (0, longer, len(recs) - longer)
+        kept = [r for r, n in zip(recs, lens, strict=True) if policy == "truncate" or n <= limit]
+        for i, r in enumerate(kept):  # memory-mapped ids and labels are exactly encode()'s
+            want_ids, want_labels, _ = encode(tok, r.problem, r.response, s)
+            assert ds[i]["input_ids"].tolist() == want_ids and ds[i]["labels"].tolist() == want_labels
+        assert max(ds.lengths) <= limit and meta["train_tokens"] == sum(ds.lengths) == ds.tokens
+        assert read_meta(part) == meta and not list(tmp_path.glob("*.partial"))
 
 
-def test_tokenized_cache_is_keyed_and_reused(tok, tmp_path):
-    recs = math_records(6)
-    probs, resps = [r.problem for r in recs], [r.response for r in recs]
+def test_validation_slice_is_deterministic_and_independent_of_sharding(tok, tmp_path):
+    import pickle
+
+    from skymath.train.tokenized import Fingerprints, TokenizedSplit, check_parts, is_val, write_part
+
+    recs = math_records(40)
     s = DataSettings(256)
-    key = cache_key(tok, s, "data-a")
-    assert key != cache_key(tok, DataSettings(512), "data-a")
-    assert key != cache_key(tok, s, "data-b")
-    assert key != cache_key(tok, DataSettings(256, prompt_style="chat"), "data-a")
-    ds1, _ = build_dataset(probs, resps, tok, s, tmp_path, key)
-    assert (tmp_path / key / "stats.json").exists() and (tmp_path / key / "data").is_dir()
-    # a cache hit never tokenizes: give it other texts and get the cached rows back
-    ds2, _ = build_dataset(["other"] * 6, ["text"] * 6, tok, s, tmp_path, key)
-    assert ds2["input_ids"] == ds1["input_ids"]
-    assert not list(tmp_path.glob("*.partial*")) and not list(tmp_path.glob("*.out*"))
+    write_part(_triples(recs), tok, s, tmp_path / "one", val_fraction=0.25, seed=3)
+    write_part(_triples(recs[:13]), tok, s, tmp_path / "a", val_fraction=0.25, seed=3)
+    write_part(_triples(recs[13:]), tok, s, tmp_path / "b", val_fraction=0.25, seed=3)
+    val_ids = [r.id for r in recs if is_val(r.id, 0.25, 3)]
+    assert 0 < len(val_ids) < len(recs) and val_ids != [r.id for r in recs if is_val(r.id, 0.25, 4)]
+    for split in ("train", "val"):
+        one = TokenizedSplit([tmp_path / "one"], split)
+        two = pickle.loads(pickle.dumps(TokenizedSplit([tmp_path / "a", tmp_path / "b"], split)))  # as a worker gets it
+        assert len(one) == len(two) == (len(val_ids) if split == "val" else len(recs) - len(val_ids))
+        assert all(one[i]["input_ids"].tolist() == two[i]["input_ids"].tolist() for i in range(len(one)))
+    assert len(TokenizedSplit([tmp_path / "a", tmp_path / "b"], "train", limit=5)) == 5
+    check_parts([tmp_path / "a"], Fingerprints.of(tok, s), "x")
+    with pytest.raises(UserError, match=r"tokenized with max_length=256 but this stage needs 512"):
+        check_parts([tmp_path / "a"], Fingerprints.of(tok, DataSettings(512)), "x")
 
 
 def _features(tok, n=4):
@@ -143,8 +160,8 @@ def test_plan_batch_arithmetic():
 
 
 def _sft_cfg(params: dict, resources: dict | None = None, extra: dict | None = None) -> dict:
-    stages = {"data": data_stage(), "sft-1": {"kind": "sft", "depends_on": ["data"], "params": params,
-                                              "resources": resources or {}}}
+    stages = {"data": data_stage(), "tok": {"kind": "tokenize", "depends_on": ["data"]},
+              "sft-1": {"kind": "sft", "depends_on": ["tok"], "params": params, "resources": resources or {}}}
     stages.update(extra or {})
     return {"stages": stages}
 
@@ -178,3 +195,33 @@ def test_presets_and_stage_chaining_checks():
     assert data_stage_names(cfg, "sft-2") == ["hard"]
     with pytest.raises(UserError, match="preset"):
         config_from_dict(_sft_cfg({"preset": "gpt-5"}))
+
+
+def test_tokenize_stage_config_checks():
+    from skymath.stages.tokenize import data_spec
+
+    cfg = config_from_dict(_sft_cfg({"preset": "mistral-7b", "max_length": 1024}, {"gpus": 8}))
+    assert cfg.stages["tok"].shape == "cpu-array"
+    assert data_spec(cfg, "sft-1")["tokenizer"] == "mistralai/Mistral-7B-v0.1" and data_spec(cfg, "sft-1")["max_length"] == 1024
+    # stage 2's tokenizer is the root of its `stage:` chain (it tokenizes while stage 1 trains)
+    two = {"hard": data_stage(), "tok2": {"kind": "tokenize", "depends_on": ["hard"]},
+           "sft-2": {"kind": "sft", "depends_on": ["sft-1", "tok2"], "params": {"model": "stage:sft-1"}}}
+    cfg = config_from_dict(_sft_cfg({"model": "tiny:smollm2"}, extra=two))
+    assert data_spec(cfg, "sft-2")["tokenizer"] == "tiny:smollm2"
+    bad = {
+        "raw data, 8 processes": (_sft_cfg({"preset": "mistral-7b"}, {"gpus": 8}, {"sft-1": {
+            "kind": "sft", "depends_on": ["data"], "params": {"preset": "mistral-7b"}, "resources": {"gpus": 8}}}),
+            r"stages.sft-1.depends_on: 8 processes would wait while one tokenizes \['data'\]"),
+        "no consumer": (_sft_cfg({}, extra={"tok9": {"kind": "tokenize", "depends_on": ["data"]}}),
+                        r"stages.tok9: no sft stage depends on it"),
+        "mixed": (_sft_cfg({}, extra={"sft-1": {"kind": "sft", "depends_on": ["tok", "data"]}}),
+                  r"\['data'\] are record stages next to tokenize stage"),
+        "disagree": (_sft_cfg({}, extra={"sft-b": {"kind": "sft", "depends_on": ["tok"], "params": {"max_length": 99}}}),
+                     r"stages.tok: sft stages 'sft-1' and 'sft-b' need different tokenized data \(max_length"),
+        "tokenize of tokenize": (_sft_cfg({}, extra={"tok2": {"kind": "tokenize", "depends_on": ["tok"]}}),
+                                 r"stages.tok2.depends_on: 'tok' is a tokenize stage"),
+    }
+    for case, (raw, msg) in bad.items():
+        with pytest.raises(UserError, match=msg):
+            config_from_dict(raw, "cfg.yaml")
+            pytest.fail(case)

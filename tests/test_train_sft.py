@@ -13,6 +13,7 @@ import pytest
 from support.train_common import (
     data_stage,
     load_state,
+    log_history,
     make_run,
     math_records,
     one_thread,
@@ -85,7 +86,7 @@ def test_stage2_starts_from_stage1_output_not_the_base_model(tmp_path):
     assert run_shard(run.root, "sft-2", 0) == 0
     m2 = _marker(run, "sft-2")
     assert m2["base_model"] == str(stage_model_dir(run.root, "sft-1"))
-    assert m2["data"]["samples"] + m2["data"]["dropped"] == 8  # trained on the hard stage only
+    assert m2["data"]["samples"] + m2["data"]["dropped"] + m2["data"]["val_samples"] == 8  # the hard stage only
     w0, w1, w2 = load_state(base), load_state(stage_model_dir(run.root, "sft-1")), load_state(stage_model_dir(run.root, "sft-2"))
     key = "model.layers.0.mlp.up_proj.weight"
     assert (w1[key] - w0[key]).abs().max() > 1e-3  # stage 1 trained
@@ -97,14 +98,30 @@ def _worker(run, env):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+CKPT_FILES = {"COMPLETE", "config.json", "generation_config.json", "model.safetensors", "trainer_state.json",
+              "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"}
+TRAINING_STATE = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin"}
+
+
+def _ckpts(work):
+    return sorted((p for p in (work / "checkpoints").glob("checkpoint-*") if (p / "COMPLETE").exists()),
+                  key=lambda p: int(p.name.split("-")[1]))
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_sigterm_checkpoints_and_rerun_resumes_to_the_same_weights(tmp_path):
+    """SIGTERM at step >= 10 -> a checkpoint within the step -> exit 143; the rerun resumes with a
+    continuous step count to the weights of an uninterrupted run. Keep-last-2 over saves every 5
+    steps, then post-success pruning leaves exactly the weights of the last two checkpoints. W&B
+    (offline) logs both attempts under one run id."""
     base = tiny_llama_dir()
     params = {"model": str(base), "max_steps": 24, "global_batch_size": 4, "micro_batch_size": 2, "max_length": 128,
-              "lr": 1e-3, "logging_steps": 1, "save_steps": 1000, "keep_checkpoints": 2, "seed": 7}
-    stages = {"data": data_stage(), "sft-1": {"kind": "sft", "depends_on": ["data"], "params": params}}
+              "lr": 1e-3, "logging_steps": 1, "save_steps": 5, "keep_checkpoints": 2, "seed": 7}
+    stages = {"data": data_stage(), "sft-1": {"kind": "sft", "depends_on": ["data"],
+                                              "params": {**params, "report_to": ["tensorboard", "wandb"]}}}
     recs = math_records(40)
-    env = subprocess_env()
+    env = subprocess_env(WANDB_MODE="offline", WANDB_SILENT="true")
     run = make_run(tmp_path / "a", stages, {"data": recs})
     work = run.work_dir("sft-1", 0)
     proc = _worker(run, env)
@@ -115,7 +132,7 @@ def test_sigterm_checkpoints_and_rerun_resumes_to_the_same_weights(tmp_path):
             step = json.loads((work / "progress.json").read_text())["step"]
         except (FileNotFoundError, json.JSONDecodeError):
             step = -1
-        if step >= 10:
+        if step >= 11:
             proc.send_signal(signal.SIGTERM)
             break
         time.sleep(0.05)
@@ -123,10 +140,15 @@ def test_sigterm_checkpoints_and_rerun_resumes_to_the_same_weights(tmp_path):
     assert proc.returncode == EXIT_STOPPED, err[-3000:]
     assert not run.is_done("sft-1", 0) and run.failed_path("sft-1", 0).exists()
     assert not stage_model_dir(run.root, "sft-1").exists()
-    ckpts = sorted((work / "checkpoints").glob("checkpoint-*/COMPLETE"))
-    assert len(ckpts) == 1
-    stopped_at = int(ckpts[0].parent.name.split("-")[1])
-    assert 10 <= stopped_at < 24
+    ckpts = _ckpts(work)
+    stopped_at = int(ckpts[-1].name.split("-")[1])
+    assert 11 <= stopped_at < 24 and "stop requested: saving checkpoint-" in err
+    # keep-last-2 over the saves at 5, 10 and the stop (15 if the stop fell on it)
+    saved = sorted(set(range(5, stopped_at + 1, 5)) | {stopped_at})
+    assert [c.name for c in ckpts] == [f"checkpoint-{s}" for s in saved[-2:]]
+    assert sorted(p.name for p in (work / "checkpoints").glob("checkpoint-*")) == sorted(c.name for c in ckpts)
+    assert all(TRAINING_STATE <= {f.name for f in c.iterdir()} for c in ckpts)  # resumable until success
+    run_id = (work / "wandb_run_id").read_text().strip()
     # a half-written newer checkpoint (no completion file) must never be picked
     (work / "checkpoints" / "checkpoint-23").mkdir()
     (work / "checkpoints" / "checkpoint-23" / "config.json").write_text("{")
@@ -136,9 +158,19 @@ def test_sigterm_checkpoints_and_rerun_resumes_to_the_same_weights(tmp_path):
     assert proc.returncode == 0, err[-3000:]
     meta = _marker(run, "sft-1")
     assert meta["resumed_from"].endswith(f"checkpoint-{stopped_at}") and meta["steps"] == 24
-    assert not (work / "checkpoints" / "checkpoint-23").exists() or (work / "checkpoints" / "checkpoint-23" / "COMPLETE").exists()
+    steps = [h["step"] for h in log_history(run, "sft-1") if "loss" in h]
+    assert steps == list(range(1, 25))  # continuous across the stop: every step logged exactly once
+    # after success: the last two checkpoints, weights only; nothing else under checkpoints/
+    assert sorted(p.name for p in (work / "checkpoints").iterdir()) == ["checkpoint-20", "checkpoint-24"]
+    for c in _ckpts(work):
+        assert {f.name for f in c.iterdir()} == CKPT_FILES, c
+    assert meta["checkpoints_kept"] == ["checkpoint-20", "checkpoint-24"]
+    assert (work / "wandb_run_id").read_text().strip() == run_id
+    runs = sorted(p.name for p in (work / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(r.endswith(f"-{run_id}") for r in runs), runs  # one W&B run, two attempts
 
-    ref = make_run(tmp_path / "b", stages, {"data": recs})
+    ref = make_run(tmp_path / "b", {"data": data_stage(), "sft-1": {"kind": "sft", "depends_on": ["data"],
+                                                                    "params": params}}, {"data": recs})
     assert run_shard(ref.root, "sft-1", 0) == 0
     assert _marker(ref, "sft-1")["resumed_from"] is None
     wa, wb = load_state(stage_model_dir(run.root, "sft-1")), load_state(stage_model_dir(ref.root, "sft-1"))

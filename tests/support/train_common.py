@@ -58,15 +58,30 @@ def math_records(n: int, max_chars: int = 400, level: int | None = None, offset:
     return out
 
 
-def make_run(root: Path, stages: dict, data: dict[str, list[Record]], name: str = "t") -> RunDir:
-    """A run dir with the config frozen and the given data stages already complete."""
+def make_run(root: Path, stages: dict, data: dict[str, list[Record] | list[list[Record]]], name: str = "t") -> RunDir:
+    """A run dir with the config frozen and the given data stages already complete (a list of
+    record lists: one per shard)."""
     cfg = config_from_dict({"run": {"name": name, "root": str(root)}, "stages": stages}, "<test>")
     run = RunDir(root / name)
     run.freeze_config(dump_config(cfg))
     for stage, recs in data.items():
-        write_jsonl(run.shard_path(stage, 0), recs)
-        run.mark_done(stage, 0, {"records": len(recs)})
+        shards = recs if recs and isinstance(recs[0], list) else [recs]
+        for i, part in enumerate(shards):
+            write_jsonl(run.shard_path(stage, i), part)
+            run.mark_done(stage, i, {"records": len(part)})
     return run
+
+
+def run_stage(run: RunDir, stage: str) -> None:
+    """Every shard of a stage through the real worker, in this process."""
+    from skymath.worker import run_shard
+
+    for i in range(run.load_config().stages[stage].num_shards):
+        assert run_shard(run.root, stage, i) == 0, (stage, i)
+
+
+def log_history(run: RunDir, stage: str) -> list[dict]:
+    return json.loads((run.work_dir(stage, 0) / "log_history.json").read_text())["log_history"]
 
 
 def data_stage(num_shards: int = 1) -> dict:

@@ -322,6 +322,7 @@ def write_report(run_path: str | Path, compare: list[str | Path] | None = None, 
                        f"failure_tolerance; first: {first}). Accuracies are over the graded items only.", ""]
     for pth in plots:
         md += [f"![{pth.stem}]({pth.name})", ""]
+    md += __import__("skymath.train.report", fromlist=["x"]).sft_section(run, cfg, out)  # SFT curves, tokens/s, MFU
     md += [f"## {summary.title}", "", summary.markdown(), "",
            f"Tokens: {totals['prompt_tokens']:,} prompt + {totals['completion_tokens']:,} completion; "
            f"cost {totals['cost_usd']:.4f} USD as served, {totals['reference_cost_usd']:.4f} USD at the "

@@ -36,12 +36,18 @@ class SFTParams(StageParams):
     attn_implementation: str | None = None  # None: flash_attention_2 if installed on GPU, else sdpa
     max_steps: int | None = Field(None, ge=1)
     save_steps: int = Field(500, ge=1)
+    save_every_minutes: float | None = Field(None, gt=0)  # also save when this much time passed since the last save
     keep_checkpoints: int = Field(2, ge=1)
+    prune_after_success: bool = True  # drop optimizer/ZeRO states of kept checkpoints once the model is saved
     seed: int | None = None  # None: run.seed
     logging_steps: int = Field(10, ge=1)
+    eval_steps: int | None = Field(None, ge=1)  # validation loss interval; None: every save_steps
+    val_samples: int | None = Field(512, ge=0)  # about this many records held out (0/None: no validation)
+    val_fraction: float | None = Field(None, ge=0, lt=1)  # instead of val_samples: this fraction of the records
     report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=lambda: ["tensorboard"])
-    num_proc: int = Field(1, ge=1)  # tokenization processes
+    wandb_project: str | None = None  # default: $WANDB_PROJECT, else "skymath"
     dataloader_workers: int = Field(0, ge=0)
+    ddp_timeout: int = Field(3600, ge=60)  # seconds a collective (barrier, all-reduce) may wait
 
     @model_validator(mode="before")
     @classmethod
