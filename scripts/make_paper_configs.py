@@ -101,17 +101,33 @@ stages:
     resources: {{cpus: 1, mem_gb: 8, time: "04:00:00"}}
     params: {{n: 30, benchmarks: [gsm8k, math]}}
 
-  # two-stage SFT on one 8-GPU node each (raise nodes for more: the global batch stays 32)
+  # tokenize + mask on the CPU partition, one shard per input shard, before any GPU is allocated
+  tokenize-1:
+    kind: tokenize
+    depends_on: [decontam]
+    num_shards: 64
+    resources: {{cpus: 4, mem_gb: 8, time: "02:00:00"}}
+  tokenize-2:
+    kind: tokenize
+    depends_on: [decontam-hard]
+    num_shards: 16
+    resources: {{cpus: 4, mem_gb: 8, time: "02:00:00"}}
+
+  # two-stage SFT on one 8-GPU node each (raise nodes for more: the global batch stays 32);
+  # the ranks memory-map the tokenized data; a checkpoint (~116 GB for 7B ZeRO-2) every 2 hours,
+  # and at the time-limit signal; 2 kept; optimizer states pruned once the model is saved
   sft-1:
     kind: sft
-    depends_on: [decontam]
+    depends_on: [tokenize-1]
     resources: {{nodes: 1, gpus: 8, cpus: 64, mem_gb: 900, time: "48:00:00"}}  # longer: checkpoint + requeue
-    params: {{preset: {preset}, model: {model}, save_steps: 500, keep_checkpoints: 3}}
+    params: {{preset: {preset}, model: {model}, save_steps: 20000, save_every_minutes: 120, keep_checkpoints: 2,
+              eval_steps: 1000}}
   sft-2:
     kind: sft
-    depends_on: [sft-1, decontam-hard]
+    depends_on: [sft-1, tokenize-2]
     resources: {{nodes: 1, gpus: 8, cpus: 64, mem_gb: 900, time: "24:00:00"}}
-    params: {{preset: {preset}, model: "stage:sft-1", save_steps: 500, keep_checkpoints: 3}}
+    params: {{preset: {preset}, model: "stage:sft-1", save_steps: 20000, save_every_minutes: 120,
+              keep_checkpoints: 2, eval_steps: 500}}
 
   # evaluation: 8 one-GPU shards per model, vLLM, greedy, 2048 tokens, GSM8K + MATH
   distractors:

@@ -35,6 +35,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if not rows:
         print("no synth stage in this config")
+        _print_sft_disk(cfg)
         return 0
     head = f"{'stage':<16} {'seeds':>8} {'units':>8} {'requests':>15} {'prompt tok':>15} {'completion tok':>15} {'cost USD':>19}"
     print(head)
@@ -48,4 +49,13 @@ def main(args: argparse.Namespace) -> int:
     print(f"\nprices: {rows[0]['price_model']}; tokens counted with {rows[0]['tokenizer']}")
     for r in rows:
         print(f"{r['stage']}: seeds from {r['seeds_note']}")
+    _print_sft_disk(cfg)
     return 0
+
+
+def _print_sft_disk(cfg) -> None:
+    """Checkpoint size and disk needed per sft stage (skymath.train.footprint)."""
+    from skymath.train.footprint import footprint_lines
+
+    for line in footprint_lines(cfg):
+        print(line)
