@@ -308,3 +308,14 @@ def test_check_cli_passes_the_demo_with_a_short_summary(tmp_path):
     assert m and m.group(1) == m.group(2) == m.group(3) and int(m.group(1)) >= 15, r.stdout
     assert not list(tmp_path.iterdir())
 
+
+
+def test_signals_class_synthesis_stop_grace_must_fit_in_the_signal_lead(tmp_path):
+    cfg = tmp_path / "synth.yaml"
+    cfg.write_text(SYNTH.replace("@ROOT@", str(tmp_path / "runs")))
+    env = {**os.environ, "SKYMATH_CHECK_TEST_KEY": "sk-test-not-a-real-key"}
+    assert not check(cfg, env=env).problems  # the default 20 s grace fits the local 60 s lead
+    res = check(cfg, overrides=["stages.synth.params.stop_grace_s=45"], env=env)
+    assert [p.kind for p in res.problems] == ["cluster"]
+    assert "stop_grace_s 45 s + 30 s to write and requeue does not fit in the profile's signal_lead_s 60 s" in \
+        res.problems[0].problem and "at most 30" in res.problems[0].fix

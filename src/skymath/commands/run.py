@@ -16,6 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", default=None, help="cluster profile (name in launch/clusters/ or path)")
     p.add_argument("--stage", action="append", default=None, help="only these stages (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="render/print what would run, submit nothing")
+    p.add_argument("--no-check", action="store_true", help="slurm: submit without the preflight (skymath check)")
+    p.add_argument("--rehearse", action="store_true",
+                   help="run this config scaled down (tiny model, local LLM server, capped shards) as <name>-rehearsal")
     p.add_argument("--wait", action="store_true", help="slurm/submitit: block until the jobs finish")
     p.add_argument("--no-watch", action="store_true",
                    help="one line per change instead of the live run table (the default off a terminal)")
@@ -31,6 +34,10 @@ def main(args: argparse.Namespace) -> int:
 
     # a dry run freezes nothing; a real one checks the scheduler before writing the run directory
     run, cfg = runner.prepare_run(args.config, args.override, args.reconfigure, args.executor, freeze=False)
+    if args.rehearse:  # the same preset, scaled down (pipeline/rehearse.py prints what it changes)
+        from skymath.pipeline.rehearse import rehearse_run
+
+        run, cfg = rehearse_run(cfg, args.profile, dry_run=args.dry_run)
     kind = cfg.executor.kind
     Pipeline.from_config(cfg).check_names(args.stage, str(args.config))
     if not args.dry_run:
@@ -42,6 +49,11 @@ def main(args: argparse.Namespace) -> int:
     elif args.profile:
         opts["profile"] = args.profile
     ex = get_executor(kind, run, cfg, **opts)
+    if kind == "slurm" and not args.dry_run and not args.no_check:  # preflight: nothing is queued on a problem
+        from skymath.commands.check import check_and_report
+
+        if check_and_report(cfg, ex.profile, run.root, stages=args.stage, out=sys.stderr) != 0:
+            return 2
     if not args.dry_run:
         runner.freeze_run(run, cfg, args.config, args.reconfigure)
     elif not args.reconfigure and runner.frozen_config_differs(run, cfg):

@@ -4,6 +4,7 @@ found before anything is queued, as ONE table of (stage, problem, fix).
 One module per class of problem, each a function of the config, the cluster profile, the jobs
 the planner would submit (their rendered scripts) and the cluster's own answers:
     resources  each job's #SBATCH options vs. partitions/nodes/accounts/QOS, and sbatch --test-only
+    signals    a stopping step (synthesis grace) fits in the profile's signal lead
     limits     MaxArraySize, MaxSubmitJobs / QOS submit limits
     apikey     llm.api_key_env set and passed into containers; --ping the endpoints
     images     a readable container image per job shape
@@ -105,6 +106,7 @@ def run_preflight(cfg: Any, profile: Any, run_dir: Path, *, ping: bool = False, 
     from skymath.preflight.jobs import requests_from_plan
     from skymath.preflight.limits import check_limits
     from skymath.preflight.resources import check_resources, check_test_only
+    from skymath.preflight.signals import check_signal_lead
 
     env = dict(os.environ if env is None else env)
     f = Findings()
@@ -140,6 +142,7 @@ def run_preflight(cfg: Any, profile: Any, run_dir: Path, *, ping: bool = False, 
     f.extend(check_images(cfg, profile))
     f.extend(check_inputs(cfg, profile, env))
     f.extend(check_sft_batch(cfg, profile))
+    f.extend(check_signal_lead(cfg, profile))
     f.extend(check_disk(cfg, Path(run_dir)))
     if ping:
         f.extend(ping_endpoints(cfg, env))
