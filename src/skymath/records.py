@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -115,6 +116,9 @@ class ShardWriter:
         self._reoffered: set[str] = set()
         self._line_no = 0
         self.resumed_skips = 0
+        if resume and not self.partial.exists() and self.path.exists():
+            # a finished shard run again (worker --force): continue from its output, never over it
+            shutil.copyfile(self.path, self.partial)
         if resume and self.partial.exists():
             self._recover_partial()
             mode = "a"

@@ -37,18 +37,9 @@ def main(args: argparse.Namespace) -> int:
         print("no synth stage in this config")
         _print_sft_disk(cfg)
         return 0
-    head = f"{'stage':<16} {'seeds':>8} {'units':>8} {'requests':>15} {'prompt tok':>15} {'completion tok':>15} {'cost USD':>19}"
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        print(f"{r['stage']:<16} {r['seeds']:>8} {r['units']:>8} "
-              f"{_fmt(r['requests_low']) + '-' + _fmt(r['requests_high']):>15} "
-              f"{_fmt(r['prompt_tokens_low']) + '-' + _fmt(r['prompt_tokens_high']):>15} "
-              f"{_fmt(r['completion_tokens_low']) + '-' + _fmt(r['completion_tokens_high']):>15} "
-              f"{r['cost_low_usd']:>9.2f}-{r['cost_high_usd']:<9.2f}")
-    print(f"\nprices: {rows[0]['price_model']}; tokens counted with {rows[0]['tokenizer']}")
-    for r in rows:
-        print(f"{r['stage']}: seeds from {r['seeds_note']}")
+    from skymath.synth.estimate import format_estimate  # issue 14: expected records, yields, cost range
+
+    print("\n".join(format_estimate(rows)))
     _print_sft_disk(cfg)
     return 0
 

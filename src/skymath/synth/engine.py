@@ -23,10 +23,20 @@ from skymath.synth.accounting import add_totals
 from skymath.synth.client import LLMClient
 from skymath.synth.methods import Outcome, Settings, Unit, get_methods
 from skymath.synth.methods.base import Caller, Method, RequestFailed
+from skymath.synth.target import (
+    YIELD_FILE,
+    ShardYield,
+    plan_scale,
+    prior_records_per_unit,
+    scale_units,
+    slot_of,
+    step_counts,
+)
 
 log = logging.getLogger("skymath.synth")
 FINAL = ("ok", "rejected")
 TEXT_LIMIT = 4000
+YIELD_EVERY_S = 20.0  # how often a running shard tells the others what its units yield
 
 
 # ---- planning (pure, deterministic) ---------------------------------------------------------------
@@ -167,6 +177,11 @@ def run_shard(ctx) -> dict[str, Any]:
                         min_problem_chars=p.min_problem_chars, min_length_ratio=p.min_length_ratio)
     methods: dict[str, Method] = {name: cls(getattr(p, name), settings) for name, cls in get_methods().items()}
     units = plan_units(my_seeds, my_assigned, methods)
+    scale = 1.0
+    if p.target_records is not None:  # per-seed counts from the yields the stage has measured so far
+        plan = plan_scale(ctx, units, len(seeds), len(my_seeds), prior_records_per_unit(p))
+        scale = plan["scale"]
+        units = scale_units(units, scale)
 
     work = Path(ctx.work_dir)
     unit_log = UnitLog(work / "units.jsonl")
@@ -181,12 +196,42 @@ def run_shard(ctx) -> dict[str, Any]:
     bar = ctx.progress(total=len(units), desc=f"{ctx.stage_name}[{ctx.shard}]", unit="unit",
                        initial=len(units) - len(todo))
     t0 = time.monotonic()
-    last = {"flush": time.monotonic(), "postfix": 0.0}
+    last = {"flush": time.monotonic(), "postfix": 0.0, "yield": 0.0}
+    planned_by_slot: dict[str, int] = {}
+    for u in units:
+        s = slot_of(u.method, u.sub_method)
+        planned_by_slot[s] = planned_by_slot.get(s, 0) + 1
+    yields = ShardYield(ctx.shard, len(my_seeds), scale, planned_by_slot)
+
+    def count_yield(entry: dict) -> None:
+        if entry["status"] not in FINAL:
+            return
+        s = slot_of(entry["method"], entry["sub_method"])
+        yields.finished[s] = yields.finished.get(s, 0) + 1
+        yields.records[s] = yields.records.get(s, 0) + len(entry["records"])
+        for k, (tried, ok) in step_counts(entry).items():
+            c = yields.steps.setdefault(k, [0, 0])
+            c[0] += tried
+            c[1] += ok
+
+    for u in units:
+        if u.key in state:
+            count_yield(state[u.key])
+
+    def write_yield(done: bool = False) -> None:
+        yields.done = done
+        try:
+            atomic_write_text(work / YIELD_FILE, yields.to_json())
+        except OSError as e:  # the yield file steers later shards; never worth failing this one
+            log.warning("could not write %s: %s", work / YIELD_FILE, e)
+        last["yield"] = time.monotonic()
 
     def flush() -> None:
         writer.flush()  # records first: a logged unit always has its records on disk
         unit_log.flush()
         atomic_write_text(usage_path, json.dumps(add_totals(prev_usage, client.usage_totals())))
+        if time.monotonic() - last["yield"] > YIELD_EVERY_S:
+            write_yield()
         ctx.report_progress(records=counts["records"], failed=counts["failed"],
                             usage=add_totals(prev_usage, client.usage_totals()))  # skymath status --watch
         last["flush"] = time.monotonic()
@@ -198,6 +243,7 @@ def run_shard(ctx) -> dict[str, Any]:
         entry = _entry(unit, out)
         state[unit.key] = entry
         unit_log.add(entry)
+        count_yield(entry)
         counts["failed"] += entry["status"] == "failed"
         counts["rejected"] += len(out.rejected)
         bar.update(1)
@@ -222,6 +268,7 @@ def run_shard(ctx) -> dict[str, Any]:
     # final view over this shard's planned units
     final = [state[u.key] for u in units if u.key in state]
     failed = [e for e in final if e["status"] == "failed"]
+    write_yield(done=all(e["status"] in FINAL for e in final) and len(final) == len(units))
     failures_file = ctx.output_path(".failures.jsonl")
     quarantine_file = ctx.output_path(".quarantine.jsonl")
     write_jsonl(failures_file, ({"unit": e["unit"], "seed_id": e["seed_id"], "method": e["method"],
@@ -244,6 +291,9 @@ def run_shard(ctx) -> dict[str, Any]:
                   "rejected_outputs": sum(len(e["rejected"]) for e in final)},
         "records_by_method": by_method,
         "seeds": len(my_seeds),
+        "scale": scale,
+        "records_by_slot": dict(yields.records),
+        "units_by_slot": dict(yields.finished),
         "failures_file": failures_file.name,
         "quarantine_file": quarantine_file.name,
     }
