@@ -139,26 +139,40 @@ def test_array_larger_than_max_array_size_is_split_and_dependents_wait_for_all(t
 SERVICE_CFG = """
 run: {name: svc, root: "@ROOT@"}
 stages:
+  prep:
+    kind: support.stage_emit
+    shape: cpu-array
+    resources: {mem_gb: 0.25, time: "00:10:00"}
+    params: {records_per_shard: 20, delay_s: 0.5}
   server:
     kind: support.slurm_service
     resources: {mem_gb: 0.25, time: "00:10:00"}
   use:
     kind: support.slurm_consumer
+    depends_on: [prep]
     services: [server]
     num_shards: 2
-    resources: {mem_gb: 0.25, time: "00:10:00"}
+    resources: {mem_gb: 0.25, time: "00:10:00", partition: "@PART@"}
 """
 
 
-def test_service_stage_starts_before_consumers_and_is_stopped_after_them(tmp_path):
-    run, cfg, ex = make_executor(tmp_path, SERVICE_CFG)
+def test_service_waits_for_its_consumers_parents_and_is_stopped_after_them(tmp_path):
+    run, cfg, ex = make_executor(tmp_path, SERVICE_CFG.replace("@PART@", "cpu"))
     ex.launch()
     subs = [e for e in run.ledger() if e.get("event") == "submit"]
-    roles = {e["role"]: e for e in subs}
-    assert set(roles) == {"service", "stage", "stop-service"}
-    svc, use, stop = roles["service"], roles["stage"], roles["stop-service"]
-    assert use["dependency"] == f"after:{svc['job_id']}"
+    assert [(e["stage"], e["role"]) for e in subs] == [("prep", "stage"), ("server", "service"), ("use", "stage"),
+                                                       ("server", "stop-service")]
+    prep, svc, use, stop = subs
+    assert svc["dependency"] == f"afterok:{prep['job_id']}"  # no GPU server idling while prep runs
+    assert use["dependency"] == f"afterok:{prep['job_id']},after:{svc['job_id']}"
     assert stop["dependency"] == f"afterany:{use['job_id']}"
+    seen = ""
+    deadline = time.monotonic() + 60
+    while not run.is_done("prep", 0) and time.monotonic() < deadline and seen != "PENDING Dependency":
+        seen = subprocess.run(["squeue", "-h", "-j", svc["job_id"], "-o", "%T %r"], capture_output=True,
+                              text=True).stdout.strip()
+        time.sleep(0.3)
+    assert seen == "PENDING Dependency", seen  # held back while its consumer's parent ran
     wait_jobs([e["job_id"] for e in subs])
     assert run.stage_complete("use", 2)
     assert (run.service_dir("server") / "STOP").exists()
@@ -166,6 +180,22 @@ def test_service_stage_starts_before_consumers_and_is_stopped_after_them(tmp_pat
     assert not run.is_done("server", 0)  # services never get .done markers
     states = sacct_states([svc["job_id"], stop["job_id"]], keys=[f"{svc['job_id']}_0"])
     assert states[f"{svc['job_id']}_0"] == "COMPLETED"
+
+
+def test_a_launch_that_fails_half_way_cancels_what_it_queued(tmp_path):
+    """sbatch refuses the consumer (no such partition) after prep and the service were queued:
+    the launch cancels both (no service left running for consumers that never come)."""
+    run, cfg, ex = make_executor(tmp_path, SERVICE_CFG.replace("@PART@", "no-such-partition"))
+    with pytest.raises(UserError, match=r"sbatch for stage use \(stage\) failed: .*cancelled the 2 job\(s\)"):
+        ex.launch()
+    subs = [e for e in run.ledger() if e.get("event") == "submit"]
+    assert [(e["stage"], e["role"]) for e in subs] == [("prep", "stage"), ("server", "service")]
+    ids = [e["job_id"] for e in subs]
+    (cancel,) = [e for e in run.ledger() if e.get("event") == "cancel"]
+    assert sorted(cancel["job_ids"]) == sorted(ids) and cancel["ok"]
+    wait_jobs(ids, timeout_s=60)
+    states = sacct_states(ids, expect=len(ids))
+    assert len(states) == 2 and set(states.values()) == {"CANCELLED"}, states
 
 
 SLOW_CFG = """

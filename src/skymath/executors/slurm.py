@@ -384,8 +384,8 @@ class SlurmExecutor:
         argv = self.sbatch_argv(job)
         r = run_cmd(argv, env=self.env)
         if r.returncode != 0:
-            raise UserError(f"sbatch for stage {job.stage} ({job.role}) failed: {(r.stderr or r.stdout).strip()} "
-                            f"(script {job.script})")
+            err = "; ".join(ln.strip() for ln in (r.stderr or r.stdout).splitlines() if ln.strip())
+            raise UserError(f"sbatch for stage {job.stage} ({job.role}) failed: {err} (script {job.script})")
         job.job_id = r.stdout.strip().split(";")[0]
         self.run.append_ledger({
             "event": "submit", "executor": "slurm", "launch": launch_id, "reason": reason, "role": job.role,
