@@ -100,7 +100,11 @@ def test_report_stage_renders_tables_plots_and_run_summary(demo_run) -> None:
     with open(out / "run_summary.csv", newline="") as f:
         summary = {row["stage"]: row for row in csv.DictReader(f)}
     assert summary["distract"]["records"] == "4" and summary["ev"]["records"] == "44"
-    assert int(summary["distract"]["requests"]) == 4 and float(summary["distract"]["cost USD"]) > 0
+    assert int(summary["distract"]["API requests"]) == 4 and float(summary["distract"]["API cost USD"]) > 0
+    # the hf eval generated locally: tokens, no API spend, priced only at the reference model
+    assert summary["ev"]["API requests"] == "0" and float(summary["ev"]["API cost USD"]) == 0
+    assert int(summary["ev"]["local completion tokens"]) > 0 and float(summary["ev"]["reference cost USD"]) > 0
+    assert summary["ev"]["failed"] == "0"
     assert float(summary["total"]["reference cost USD"]) > 0
     assert str(demo_run.stage_dir("ev") / "results.jsonl") in md
     with open(out / "overall.csv", newline="") as f:

@@ -19,7 +19,8 @@ from skymath.pipeline.rundir import RunDir
 # (name in the report, key in metrics.json): the paper's protocol and the default symbolic grader
 TABLE_PROTOCOLS = (("paper", "paper"), ("symbolic", "strict"))
 PLOT_MODE = "strict"  # plots use the symbolic grader (strict extraction); the tables have both
-USAGE_KEYS = ("requests", "prompt_tokens", "completion_tokens", "cost_usd", "reference_cost_usd", "failures", "cached")
+SUMMARY_KEYS = ("failed", "api_requests", "api_prompt_tokens", "api_completion_tokens", "api_cost_usd",
+                "local_prompt_tokens", "local_completion_tokens", "reference_cost_usd")
 
 
 @dataclass
@@ -117,34 +118,48 @@ def eval_results(run: RunDir, cfg=None) -> list[EvalResult]:
 
 
 def run_summary(run: RunDir, cfg=None) -> tuple[Table, dict[str, Any]]:
-    """Records, shards, tokens and cost per stage (from the `.done` markers) and artifact paths."""
+    """Records, failures, tokens and spend per stage (from the `.done` markers) and artifact paths.
+
+    Paid API spend and local generation are separate columns (`skymath.synth.accounting.split_spend`):
+    API requests/tokens/cost at the configured prices; tokens generated locally (hf, vllm,
+    self-hosted servers) cost nothing and are priced only in the reference column (what the
+    reference API model would have charged for every token of the stage).
+    """
     from skymath.pipeline.dag import Pipeline
+    from skymath.synth.accounting import cost, price_for, split_spend
 
     cfg = cfg or run.load_config()
-    table = Table("run_summary", "Run summary", ["stage", "kind", "shards done", "records", "requests",
-                                                 "prompt tokens", "completion tokens", "cost USD",
+    ref = price_for(cfg.llm, cfg.llm.reference_price_model)
+    table = Table("run_summary", "Run summary", ["stage", "kind", "shards done", "records", "failed",
+                                                 "API requests", "API prompt tokens", "API completion tokens",
+                                                 "API cost USD", "local prompt tokens", "local completion tokens",
                                                  "reference cost USD", "artifacts"])
-    totals = dict.fromkeys(USAGE_KEYS, 0)
+    totals = dict.fromkeys(SUMMARY_KEYS, 0)
     for name in Pipeline.from_config(cfg).order:
         spec = cfg.stages[name]
         done = run.done_shards(name, spec.num_shards)
-        records = 0
-        usage = dict.fromkeys(USAGE_KEYS, 0)
+        records, failed = 0, 0
+        row = dict.fromkeys(SUMMARY_KEYS, 0)
         for i in done:
             m = run.read_marker(run.done_path(name, i)) or {}
             records += int(m.get("records", 0) or 0)
-            for k in USAGE_KEYS:
-                usage[k] += (m.get("usage") or {}).get(k, 0) or 0
-            if spec.kind == "eval" and not m.get("usage"):
-                usage["prompt_tokens"] += m.get("prompt_tokens", 0) or 0
-                usage["completion_tokens"] += m.get("completion_tokens", 0) or 0
-        for k in USAGE_KEYS:
-            totals[k] += usage[k]
-        table.rows.append([name, spec.kind, f"{len(done)}/{spec.num_shards}", records, usage["requests"],
-                           usage["prompt_tokens"], usage["completion_tokens"], round(usage["cost_usd"], 4),
-                           round(usage["reference_cost_usd"], 4), _artifacts(run, name, spec)])
-    table.rows.append(["total", "", "", "", totals["requests"], totals["prompt_tokens"], totals["completion_tokens"],
-                       round(totals["cost_usd"], 4), round(totals["reference_cost_usd"], 4), ""])
+            failed += int(m.get("failed", (m.get("units") or {}).get("failed", 0)) or 0)
+            spend = split_spend(m)
+            for side in ("api", "local"):
+                for k, v in spend[side].items():
+                    row[f"{side}_{k}"] += v
+        row["reference_cost_usd"] = cost(ref, row["api_prompt_tokens"] + row["local_prompt_tokens"],
+                                         row["api_completion_tokens"] + row["local_completion_tokens"])
+        row["failed"] = failed
+        for k in SUMMARY_KEYS:
+            totals[k] += row[k]
+        table.rows.append([name, spec.kind, f"{len(done)}/{spec.num_shards}", records, failed, row["api_requests"],
+                           row["api_prompt_tokens"], row["api_completion_tokens"], round(row["api_cost_usd"], 4),
+                           row["local_prompt_tokens"], row["local_completion_tokens"],
+                           round(row["reference_cost_usd"], 4), _artifacts(run, name, spec)])
+    table.rows.append(["total", "", "", "", totals["failed"], totals["api_requests"], totals["api_prompt_tokens"],
+                       totals["api_completion_tokens"], round(totals["api_cost_usd"], 4), totals["local_prompt_tokens"],
+                       totals["local_completion_tokens"], round(totals["reference_cost_usd"], 4), ""])
     return table, totals
 
 
@@ -286,6 +301,7 @@ PROTOCOL_NOTES = [
     "**lenient** (its own table) = the symbolic grader on a lenient extraction that also reads \\boxed{}, "
     "\"the final answer is\", a trailing x = ... or a final number. Quote the paper column next to the paper's "
     "tables; the gap to symbolic is correct answers in formats the paper's protocol does not accept.",
+    "",
     "A generation that failed (API error, timeout, server gone, engine error) is never graded: it is "
     "counted in the failed column, not in n.",
 ]
@@ -324,9 +340,12 @@ def write_report(run_path: str | Path, compare: list[str | Path] | None = None, 
         md += [f"![{pth.stem}]({pth.name})", ""]
     md += __import__("skymath.train.report", fromlist=["x"]).sft_section(run, cfg, out)  # SFT curves, tokens/s, MFU
     md += [f"## {summary.title}", "", summary.markdown(), "",
-           f"Tokens: {totals['prompt_tokens']:,} prompt + {totals['completion_tokens']:,} completion; "
-           f"cost {totals['cost_usd']:.4f} USD as served, {totals['reference_cost_usd']:.4f} USD at the "
-           f"reference API price ({cfg.llm.reference_price_model}).", "",
+           f"API spend: {totals['api_requests']:,} requests, {totals['api_prompt_tokens']:,} prompt + "
+           f"{totals['api_completion_tokens']:,} completion tokens, {totals['api_cost_usd']:.4f} USD at the "
+           f"configured prices. Local generation (hf, vllm, self-hosted servers; no API spend): "
+           f"{totals['local_prompt_tokens']:,} prompt + {totals['local_completion_tokens']:,} completion tokens. "
+           f"All tokens at the reference API price ({cfg.llm.reference_price_model}): "
+           f"{totals['reference_cost_usd']:.4f} USD.", "",
            "## Artifacts", ""]
     for r in results:
         md.append(f"- {r.label}: results `{r.stage_dir / 'results.jsonl'}`, metrics `{r.stage_dir / 'metrics.json'}`")
