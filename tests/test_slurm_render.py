@@ -65,7 +65,7 @@ def test_example_profile_header_uses_site_values():
     for line in ["#SBATCH --partition=gpu-a100", "#SBATCH --account=mathlab", "#SBATCH --qos=normal",
                  "#SBATCH --nodes=4", "#SBATCH --gres=gpu:8", "#SBATCH --exclusive",
                  "#SBATCH --time=2-00:00:00",
-                 "#SBATCH --signal=B:USR2@300", "#SBATCH --constraint=a100", "module purge",
+                 "#SBATCH --signal=B:USR2@900", "#SBATCH --constraint=a100", "module purge",
                  "module load apptainer/1.3.4", "export NCCL_SOCKET_IFNAME=ib0", "--nproc-per-node 8",
                  'export HF_HOME="/project/mathlab/hf-cache"', 'export SKYMATH_SCRATCH="/scratch/$USER/skymath"']:
         assert line in text, line
@@ -389,3 +389,14 @@ def test_checkpoint_grace_must_fit_inside_the_signal_lead(tmp_path):
         load_profile(str(_profile_file(tmp_path, "example", signal_lead_s=300, checkpoint_grace_s=600)))
     assert load_profile(str(_profile_file(tmp_path, "local"))).checkpoint_grace == 30  # lead 60 - margin
     assert load_profile("example").checkpoint_grace == 600
+
+
+def test_the_submitit_executor_is_gone_with_a_pointer_to_the_one_planner(tmp_path):
+    """submitit planned differently (dependencies on resubmit, gpu-multinode as one process, no
+    containers/sbatch_extra/gres/requeue); it was removed, not kept half-working."""
+    r = _cli("run", str(_tiny(tmp_path)), "--executor", "submitit", "--dry-run")
+    assert r.returncode == 2 and "--executor slurm" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "launch" / "submitit_launch.py"),
+                        str(_tiny(tmp_path)), "--profile", str(_profile_file(tmp_path, "local")), "--dry-run"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "$ sbatch --parsable" in r.stdout and "a.p0.sh" in r.stdout, r.stdout + r.stderr
