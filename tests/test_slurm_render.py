@@ -400,3 +400,21 @@ def test_the_submitit_executor_is_gone_with_a_pointer_to_the_one_planner(tmp_pat
                         str(_tiny(tmp_path)), "--profile", str(_profile_file(tmp_path, "local")), "--dry-run"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "$ sbatch --parsable" in r.stdout and "a.p0.sh" in r.stdout, r.stdout + r.stderr
+
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.mark.parametrize("key", ["synth-normal.p0", "coreset.p0", "sft-1.p0"])
+def test_golden_scripts_of_the_mistral_preset_with_the_example_profile(tmp_path, key):
+    """The exact scripts a user of the example profile submits (paths normalised). A change here
+    is a change on every real cluster: review the diff, then SKYMATH_UPDATE_GOLDEN=1 to accept."""
+    _, jobs = _plan_preset(tmp_path, "skywork-mistral-7b", _profile_file(tmp_path))
+    job = jobs[key]
+    text = (job.script.read_text().replace(str(job.script.parent), "/RUN/slurm/LAUNCH")
+            .replace(str((tmp_path / "runs").resolve()), "/RUNS").replace(str(Path.cwd()), "/CWD"))
+    golden = GOLDEN / f"example-mistral-{key}.sh"
+    if os.environ.get("SKYMATH_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert golden.exists(), f"{golden} missing: run with SKYMATH_UPDATE_GOLDEN=1"
+    assert text == golden.read_text()
