@@ -8,9 +8,9 @@ problem's word sequence equals a test problem's (a 30-gram cannot catch problems
 from skymath.decontam.benchmarks import BUILTIN, BenchItem, BenchmarkSpec, load_benchmark, resolve_benchmark
 from skymath.decontam.filter import Decontaminator, Match, NgramIndex
 from skymath.decontam.ngram import words
-from skymath.decontam.reference import reference_contaminated
+from skymath.decontam.reference import ReferenceIndex, reference_contaminated
 
 __all__ = [
     "BUILTIN", "BenchItem", "BenchmarkSpec", "Decontaminator", "Match", "NgramIndex", "load_benchmark",
-    "reference_contaminated", "resolve_benchmark", "words",
+    "ReferenceIndex", "reference_contaminated", "resolve_benchmark", "words",
 ]

@@ -1,6 +1,7 @@
-"""The fast n-gram filter: sorted benchmark n-gram hashes behind a 2^24-bit presence table,
-vectorized lookups, and an exact word comparison for every hash hit, so the result is exactly the
-plain definition whether hashes collide or not."""
+"""The fast n-gram filter: sorted benchmark n-gram hashes behind a 2^24-bit presence table, one
+compiled pass per batch over the text bytes (decontam/fastscan.py; numpy when numba is missing),
+and an exact word comparison for every hash hit, so the result is exactly the plain definition
+whether hashes collide or not."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from skymath.decontam import fastscan
 from skymath.decontam.benchmarks import (
     BenchItem,
     BenchmarkSpec,
@@ -72,6 +74,8 @@ class NgramIndex:
         return np.flatnonzero(bits & 1)
 
     def _build(self) -> None:
+        if fastscan.HAVE_NUMBA:
+            return self._build_compiled()
         tb = tokenize([t for it in self.items for t in (it.problem, it.solution)])
         s = prefix(tb.values)
         h = window_hashes(s, self.n)
@@ -89,6 +93,21 @@ class NgramIndex:
         order = np.argsort(eh, kind="stable")
         self.exact_hashes, self.exact_items = eh[order], nonempty[order]
 
+    def _build_compiled(self) -> None:
+        """The same arrays as the numpy build (same hashes, same stable order), in one pass."""
+        texts = [t for it in self.items for t in (it.problem, it.solution)]
+        flags = np.zeros(len(texts), dtype=np.bool_)
+        flags[0::2] = True
+        r = fastscan.scan(texts, self.n, None, _TABLE_BITS, flags)
+        order = np.argsort(r.hash, kind="stable")
+        self.hashes = r.hash[order]
+        self.src = r.text[order]
+        self.pos = r.pos[order].astype(np.int32)
+        nonempty = np.flatnonzero(r.n_words[0::2] > 0)
+        eh = r.exact[0::2][nonempty]
+        order = np.argsort(eh, kind="stable")
+        self.exact_hashes, self.exact_items = eh[order], nonempty[order]
+
     @lru_cache(maxsize=4096)  # noqa: B019 - the index lives as long as the filter
     def text_words(self, text_index: int) -> list[str]:
         it = self.items[text_index // 2]
@@ -99,10 +118,16 @@ class NgramIndex:
 
 
 def _lookup(sorted_keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of queries found in sorted_keys, and the first matching key position of each."""
+    """Indices of queries found in sorted_keys, and the first matching key position of each
+    (ascending query indices)."""
     if len(sorted_keys) == 0 or len(queries) == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    where = np.searchsorted(sorted_keys, queries)
+    if len(queries) > 256:  # sorted queries walk the keys in order: far fewer cache misses
+        order = np.argsort(queries)
+        where = np.empty(len(queries), dtype=np.int64)
+        where[order] = np.searchsorted(sorted_keys, queries[order])
+    else:
+        where = np.searchsorted(sorted_keys, queries)
     np.minimum(where, len(sorted_keys) - 1, out=where)
     hit = np.flatnonzero(sorted_keys[where] == queries)
     return hit, where[hit]
@@ -137,6 +162,8 @@ class Decontaminator:
 
     def check(self, problems: Sequence[str | None], responses: Sequence[str | None]) -> list[Match | None]:
         """One Match (the first found: exact problem, then n-grams in text order) or None per sample."""
+        if fastscan.HAVE_NUMBA:
+            return self._check_compiled(problems, responses)
         ix, n = self.index, self.n
         texts = [t for pair in zip(problems, responses, strict=True) for t in pair]
         tb = tokenize(texts)
@@ -179,6 +206,62 @@ class Decontaminator:
                     break
                 j += 1
         return out
+
+    def _check_compiled(self, problems: Sequence[str | None], responses: Sequence[str | None]) -> list[Match | None]:
+        ix, n = self.index, self.n
+        texts = [t for pair in zip(problems, responses, strict=True) for t in pair]
+        flags = np.zeros(len(texts), dtype=np.bool_)
+        if self.exact_problem:
+            flags[0::2] = True
+        r = fastscan.scan(texts, n, ix.present, _TABLE_BITS, flags)
+        out: list[Match | None] = [None] * len(problems)
+        if self.exact_problem:
+            cand = np.flatnonzero(r.n_words[0::2] > 0)
+            hits, where = _lookup(ix.exact_hashes, r.exact[0::2][cand])
+            for i, j in zip(cand[hits].tolist(), where.tolist(), strict=True):
+                sample = words(problems[i])
+                hv = ix.exact_hashes[j]
+                while j < len(ix.exact_hashes) and ix.exact_hashes[j] == hv:
+                    item = int(ix.exact_items[j])
+                    if ix.text_words(2 * item) == sample:
+                        it = ix.items[item]
+                        out[i] = Match(it.benchmark, it.test_id, "exact_problem", "problem", "problem",
+                                       " ".join(sample))
+                        break
+                    j += 1
+        hits, where = _lookup(ix.hashes, r.hash)
+        if len(hits) == 0:
+            return out
+        # hits are in text order; a contaminated sample has dozens: verify from its first one and
+        # look at the next only when a hash hit was a collision (the words differ)
+        sample_of = r.text[hits] // 2
+        firsts = np.flatnonzero(np.diff(sample_of, prepend=-1))
+        ends = np.append(firsts[1:], len(hits))
+        for a, b in zip(firsts.tolist(), ends.tolist(), strict=True):
+            i = int(sample_of[a])
+            if out[i] is not None:
+                continue
+            for k, j in zip(hits[a:b].tolist(), where[a:b].tolist(), strict=True):
+                m = self._verify(r, k, j)
+                if m is not None:
+                    out[i] = m
+                    break
+        return out
+
+    def _verify(self, r: fastscan.ScanResult, k: int, j: int) -> Match | None:
+        """The index entries with window k's hash (from position j): the first with the same words."""
+        ix, n = self.index, self.n
+        gram = r.window_words(k)  # only this window's words: no re-tokenizing of the text
+        seg = int(r.text[k])
+        hv = ix.hashes[j]
+        while j < len(ix.hashes) and ix.hashes[j] == hv:
+            src, pos = int(ix.src[j]), int(ix.pos[j])
+            if ix.text_words(src)[pos:pos + n] == gram:
+                it = ix.items[src // 2]
+                return Match(it.benchmark, it.test_id, "ngram", FIELDS[seg % 2],
+                             "solution" if src % 2 else "problem", " ".join(gram))
+            j += 1
+        return None
 
     def filter(self, samples: Iterable[Any], batch_size: int = 4096,
                get: Any = None) -> Iterator[tuple[Any, Match | None]]:
