@@ -110,3 +110,29 @@ def test_method_mix_is_exact_and_deterministic():
     assert Counter(m for ms in got for m in ms) == {"metamath": 3, "evol": 6, "xwin": 3}
     assert got == assign_methods(12, {"metamath": 1, "evol": 2, "xwin": 1}, "split")
     assert assign_methods(2, {"metamath": 1, "evol": 0, "xwin": 1}, "all") == [["metamath", "xwin"]] * 2
+
+
+def test_evol_accepts_a_genuine_added_constraint_and_rejects_copies():
+    """The add_constraints strategy appends a few words to a long problem: the old character
+    similarity (> 0.95 = unchanged) threw those away; a copy, a reformatting or a deletion is
+    still 'unchanged'."""
+    import difflib
+
+    from skymath.synth.methods.evol import added_content
+
+    (seed,) = [s for s in real_seeds(0, 40, math_levels=(5,)) if len(s["problem"]) > 400][:1]
+    parent = seed["problem"]
+    child = parent + " Assume the number of rows is odd."
+    norm_p, norm_c = " ".join(parent.lower().split()), " ".join(child.lower().split())
+    assert difflib.SequenceMatcher(None, norm_p, norm_c).ratio() > 0.95  # the old rule called this unchanged
+    assert elimination_reason(parent, child, 20, 0.3) is None
+    assert {"assume", "odd"} <= set(added_content(parent, child))
+    reformatted = "  " + parent.upper().replace(" ", "\n ") + "  "
+    assert elimination_reason(parent, reformatted, 20, 0.3) == "unchanged problem"
+    assert elimination_reason(parent, parent.replace(",", ";").replace("?", "."), 20, 0.3) == "unchanged problem"
+    words = parent.split()
+    shortened = " ".join(words[: len(words) * 2 // 3])  # only removes words: nothing new
+    assert elimination_reason(parent, shortened, 20, 0.3) == "unchanged problem"
+    assert elimination_reason(parent, parent + " What is the answer?", 20, 0.3) is None  # new words
+    changed_number = parent.replace("1", "7", 1) if "1" in parent else parent + " 7"
+    assert elimination_reason(parent, changed_number, 20, 0.3) is None

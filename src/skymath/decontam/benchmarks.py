@@ -1,12 +1,22 @@
 """Benchmark test sets to decontaminate against: built-in files in data.root, any local
-JSONL, or an HF dataset (on a cluster with the hub or an HF cache)."""
+JSONL, or an HF dataset (on a cluster with the hub or an HF cache).
+
+GSM8K solutions are normalized the way the benchmark's own code reads them before their n-grams
+are taken: the `<<16-3-4=9>>` calculator annotations are dropped (they are the calculator's
+input, not text a model writes: "16 - 3 - 4 = <<16-3-4=9>>9" becomes "16 - 3 - 4 = 9") and the
+final `#### N` line, the answer marker that grade-school-math's `extract_answer` parses, is
+removed. Without this a GSM8K solution copied into a synthetic response almost never shares a
+30-gram with the raw test file. The raw form is indexed as well (same test id): a model that
+memorized GSM8K may reproduce the annotations.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from skymath.config.base import Strict
 from skymath.errors import UserError
@@ -23,10 +33,12 @@ class BenchmarkSpec(Strict):
     problem_field: str = "problem"
     solution_field: str | None = "solution"
     id_field: str | None = None  # default: "<name>:<row number>"
+    solution_format: Literal["plain", "gsm8k"] = "plain"  # gsm8k: drop <<calc>> annotations and `#### N`
 
 
 BUILTIN: dict[str, dict[str, Any]] = {
-    "gsm8k": {"path": "gsm8k_test.jsonl", "problem_field": "question", "solution_field": "answer"},
+    "gsm8k": {"path": "gsm8k_test.jsonl", "problem_field": "question", "solution_field": "answer",
+              "solution_format": "gsm8k"},
     "math": {"path": "math_test.jsonl", "id_field": "unique_id"},
     "math500": {"path": "math500_test.jsonl", "id_field": "unique_id"},
 }
@@ -38,6 +50,21 @@ class BenchItem:
     test_id: str
     problem: str
     solution: str
+
+
+_CALC = re.compile(r"<<[^<>]*>>")
+_ANSWER_LINE = re.compile(r"(?m)^\s*####.*$")
+NORMALIZE_VERSION = "gsm8k-v1"  # part of the index cache key: change it when normalization changes
+
+
+def normalize_solution(text: str, fmt: str) -> str:
+    """A solution as text a model could write: GSM8K without calculator annotations and without
+    its `#### N` answer line."""
+    if fmt != "gsm8k" or not text:
+        return text
+    text = _CALC.sub("", text)
+    text = _ANSWER_LINE.sub("", text)
+    return text.strip()
 
 
 def resolve_benchmark(b: str | BenchmarkSpec) -> BenchmarkSpec:
@@ -70,6 +97,8 @@ def source_key(spec: BenchmarkSpec, data_root: Path) -> str:
 
         ident = f"file:{sha256_file(_local_path(spec, data_root))}"
     ident += f"|{spec.problem_field}|{spec.solution_field}|{spec.id_field}|{spec.name}"
+    if spec.solution_format != "plain":
+        ident += f"|{spec.solution_format}|{NORMALIZE_VERSION}"
     return hashlib.sha256(ident.encode()).hexdigest()[:20]
 
 
@@ -95,6 +124,9 @@ def load_benchmark(b: str | BenchmarkSpec, data_root: Path, cache_dir: Path | No
             raise UserError(f"benchmark {spec.name}: row {i}: no field {spec.problem_field!r} (fields: {', '.join(row)})")
         tid = row.get(spec.id_field) if spec.id_field else None
         sol = row.get(spec.solution_field) if spec.solution_field else None
-        out.append(BenchItem(spec.name, f"{spec.name}:{tid if tid is not None else i}",
-                             str(row[spec.problem_field] or ""), str(sol or "")))
+        test_id, problem, raw = f"{spec.name}:{tid if tid is not None else i}", str(row[spec.problem_field] or ""), str(sol or "")
+        text = normalize_solution(raw, spec.solution_format)
+        out.append(BenchItem(spec.name, test_id, problem, text))
+        if text != raw:  # the raw form too: a model that memorized GSM8K may write the annotations
+            out.append(BenchItem(spec.name, test_id, problem, raw))
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 
 from skymath.prompts import render
 from skymath.records import Record
@@ -41,13 +42,35 @@ def choose_strategy(weights: dict[str, float], seed_id: str, trajectory: int, de
     return items[-1][0]
 
 
+_TOKEN_RE = re.compile(r"[a-z]+|\d+(?:\.\d+)?|[^\sa-z\d]")
+# words that add no mathematical content on their own: a child whose only new words are these
+# (and punctuation) says the same thing as its parent
+_NO_CONTENT = frozenset("""a an the of to in on at by for with and or as is are be it its this that these
+those which who whom what then than so also please now here there thus hence""".split())
+
+
+def added_content(parent: str, child: str) -> list[str]:
+    """The tokens the child adds or substitutes (difflib opcodes on word/number/symbol tokens,
+    case-insensitive), without the ones that carry no content (articles, punctuation alone)."""
+    p, c = _TOKEN_RE.findall(parent.lower()), _TOKEN_RE.findall(child.lower())
+    sm = difflib.SequenceMatcher(None, p, c, autojunk=False)
+    new = [t for tag, _i1, _i2, j1, j2 in sm.get_opcodes() if tag in ("insert", "replace") for t in c[j1:j2]]
+    return [t for t in new if t not in _NO_CONTENT and (t[0].isalnum() or t in "=<>+-*/^|!%")]
+
+
+def is_unchanged(parent: str, child: str) -> bool:
+    """A copy, a reformatting, or a deletion: nothing new in the child. A genuine addition of a
+    few words (the add_constraints strategy: ", where n is odd") is a change, however long the
+    parent: the old rule (SequenceMatcher ratio > 0.95 on characters) rejected exactly those."""
+    return not added_content(parent, child)
+
+
 def elimination_reason(parent: str, child: str, min_chars: int, min_ratio: float) -> str | None:
     """Why an evolved problem is a failed evolution, or None if it survives."""
     if not child:
         return "empty evolution"
     low = child.lower()
-    norm_p, norm_c = " ".join(parent.lower().split()), " ".join(low.split())
-    if norm_c == norm_p or difflib.SequenceMatcher(None, norm_p, norm_c).ratio() > 0.95:
+    if parent and is_unchanged(parent, child):
         return "unchanged problem"
     for w in LEAK_WORDS:
         if w in low:
