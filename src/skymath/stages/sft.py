@@ -87,13 +87,13 @@ def _inprocess_part(ctx: Any, stages: list[str]) -> Path:
     from transformers import AutoTokenizer
 
     from skymath.models import resolve_model
-    from skymath.stages.tokenize import data_spec, input_records, tokenize_files, val_fraction
+    from skymath.stages.tokenize import data_spec, input_records, tokenize_files, val_threshold
     from skymath.train.data import DataSettings
     from skymath.train.tokenized import Fingerprints, read_meta
 
     spec = data_spec(ctx.config, ctx.stage_name)
     files, total = input_records(ctx.run, ctx.config, stages)
-    fraction = val_fraction(spec, total)
+    fraction = val_threshold(spec, files, total)
     part = ctx.work_dir / "tokenized"
     meta = read_meta(part)
     if meta is not None:

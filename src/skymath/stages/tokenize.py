@@ -23,7 +23,8 @@ from skymath.stages import StageParams
 KIND = "tokenize"
 SHAPE = "cpu-array"
 PART_SUFFIX = ".tok"
-MAX_VAL_FRACTION = 0.1  # val_samples never takes more than this share of a small data set
+MAX_VAL_FRACTION = 0.1  # val_samples never takes more than this share of the records (but >= 1)
+EXACT_VAL_LIMIT = 20_000  # up to this many records the slice has exactly the planned size
 
 
 class Params(StageParams):
@@ -115,14 +116,24 @@ def input_records(run: Any, cfg: Any, stages: list[str]) -> tuple[list[Path], in
     return files, total
 
 
-def val_fraction(spec: dict[str, Any], total_records: int) -> float:
-    """val_fraction if set, else val_samples / the input records (about val_samples are held out,
-    at most MAX_VAL_FRACTION of the records)."""
+def val_threshold(spec: dict[str, Any], files: list[Path], total_records: int) -> float:
+    """The hash threshold of the validation slice (skymath.train.tokenized.is_val): val_fraction if
+    set; else about val_samples records, at most MAX_VAL_FRACTION of them (at least one). Up to
+    EXACT_VAL_LIMIT records every shard reads all record ids and picks exactly that many (small
+    runs get a usable slice); above it the threshold is val_samples / records, so no shard reads
+    another shard's input. Either way the slice is the same whatever the sharding."""
     if spec["val_fraction"] is not None:
         return float(spec["val_fraction"])
-    if not spec["val_samples"] or total_records <= 0:
+    if not spec["val_samples"] or total_records <= 1:
         return 0.0
-    return min(MAX_VAL_FRACTION, spec["val_samples"] / total_records)
+    k = min(spec["val_samples"], max(1, int(total_records * MAX_VAL_FRACTION)))
+    if total_records > EXACT_VAL_LIMIT:
+        return k / total_records
+    from skymath.train.data import RecordPairs
+    from skymath.train.tokenized import val_hash
+
+    hashes = sorted(val_hash(rid, spec["seed"]) for rid, _, _ in RecordPairs(files))
+    return hashes[k] if k < len(hashes) else 0.0  # fewer records than that: train on all of them
 
 
 def tokenize_files(files: list[Path], spec: dict[str, Any], fraction: float, out: Path,
@@ -151,8 +162,9 @@ def run(ctx: Any) -> dict[str, Any]:
     files, total = input_records(ctx.run, ctx.config, list(ctx.spec.depends_on))
     n, k = len(files), ctx.num_shards
     mine = files[(n * ctx.shard) // k:(n * (ctx.shard + 1)) // k]
-    fraction = val_fraction(spec, total)
-    ctx.log.info("tokenizing %d of %d input shards for %s (val fraction %.4g)", len(mine), n, ", ".join(users), fraction)
+    fraction = val_threshold(spec, files, total)
+    ctx.log.info("tokenizing %d of %d input shards for %s (validation hash threshold %.4g)", len(mine), n,
+                 ", ".join(users), fraction)
     out = part_path(ctx.run, ctx.stage_name, ctx.shard)
     with ctx.progress(desc=f"{ctx.stage_name}[{ctx.shard}] tokenize", unit="rec") as bar:
         meta = tokenize_files(mine, spec, fraction, out, ctx.run.root, progress=bar)

@@ -50,12 +50,15 @@ TOKEN_DTYPE = np.int32
 BATCH = 512
 
 
-def is_val(record_id: str, fraction: float, seed: int = 0) -> bool:
-    """Deterministic per-record choice of the validation slice (independent of sharding)."""
-    if fraction <= 0:
-        return False
+def val_hash(record_id: str, seed: int = 0) -> float:
+    """A uniform number in [0, 1) per record: the validation slice is the records below a threshold."""
     h = hashlib.sha256(f"{seed}:{record_id}".encode()).digest()
-    return int.from_bytes(h[:8], "little") / 2**64 < fraction
+    return int.from_bytes(h[:8], "little") / 2**64
+
+
+def is_val(record_id: str, threshold: float, seed: int = 0) -> bool:
+    """Deterministic per-record choice of the validation slice (independent of sharding)."""
+    return threshold > 0 and val_hash(record_id, seed) < threshold
 
 
 @dataclass(frozen=True)
