@@ -22,6 +22,7 @@ from fractions import Fraction
 from functools import lru_cache
 
 from skymath.evaluate.extract import strip_boxed
+from skymath.evaluate.fastnum import fast_equiv, fast_relation_equiv
 from skymath.evaluate.normalize import Node, as_fraction, normalize, structure
 
 BENCHMARKS = ("gsm8k", "math")
@@ -144,7 +145,7 @@ def _exact_decimals(s: str) -> str:
 
     def rep(m: re.Match) -> str:
         whole, frac = m.group(1), m.group(2)
-        return "{\\frac{" + str(int(whole + frac)) + "}{" + str(10 ** len(frac)) + "}}"
+        return "(\\frac{" + str(int(whole + frac)) + "}{" + str(10 ** len(frac)) + "})"  # braces would be a set
 
     return re.sub(r"(?<![\d.])(\d+)\.(\d+)(?![\d.])", rep, s)
 
@@ -268,6 +269,9 @@ def _scalar_equiv(g: str, p: str) -> bool:
     q = _quick_scalar(g, p)
     if q is not None:
         return q
+    fast = fast_equiv(g, p)  # plain arithmetic, radicals, pi, polynomials: exact-first, no sympy
+    if fast is not None:  # (it bounds exponents and sizes itself, so it also takes long literals)
+        return fast
     if _too_big(g) or _too_big(p):
         return False
     x, y = _parse(g), _parse(p)
@@ -292,6 +296,9 @@ def _relation_equiv(g: Node, p: Node) -> bool:
     if len(g.items) == 2 and len(p.items) == 2:
         if any(_too_big(s) for s in (*g.items, *p.items)):
             return False
+        fast = fast_relation_equiv(tuple(g.items), g.text, tuple(p.items), p.text)
+        if fast is not None:
+            return fast
         eg, og = _relation_expr(g.items, g.text)
         ep, op = _relation_expr(p.items, p.text)
         if eg is None or ep is None or og != op:
