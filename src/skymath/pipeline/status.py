@@ -281,27 +281,28 @@ def fmt_duration(s: float | None) -> str:
 
 def status_table(stages: list[StageStatus], title: str = "skymath status"):
     """The per-stage table (rich) shared by `status`, `status --watch` and `run --wait`."""
+    from rich import box
     from rich.table import Table
 
     unknown = any(st.count("unknown") for st in stages)
     ref = any(st.stats.ref_cost_usd for st in stages)
-    table = Table(title=title, title_justify="left")
-    cols = ["stage", "kind", "shards", "done", "running", "pending", "failed", "missing"]
-    cols += ["unknown"] if unknown else []
-    cols += ["records", "rec/s", "requests", "tok in/out", "USD"] + (["ref USD"] if ref else []) + ["fail %", "ETA"]
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    # short headers: the whole table fits 120 columns (done/running/pending/failed/missing/unknown)
+    cols = ["stage", "shards", "done", "run", "pend", "fail", "miss"] + (["unknown"] if unknown else [])
+    cols += ["records", "rec/s", "req", "tok in/out", "USD"] + (["ref USD"] if ref else []) + ["fail%", "ETA"]
     for col in cols:
-        table.add_column(col, justify="left" if col in ("stage", "kind") else "right")
+        table.add_column(col, justify="left" if col == "stage" else "right", no_wrap=True)
     for st in stages:
         counts = [str(st.count(s)) for s in ("done", "running", "pending", "failed", "missing")]
         if unknown:
             counts.append(str(st.count("unknown")))
-        if st.service:
-            counts[0], counts[3], counts[4] = "-", "-", "(service)"
-            table.add_row(st.name, st.kind, str(st.num_shards), *counts, *["-"] * (8 if ref else 7))
+        if st.service:  # a server: up while its consumers run, never "done"
+            counts[0], counts[3], counts[4] = "-", "-", "-"
+            table.add_row(f"{st.name} (service)", str(st.num_shards), *counts, *["-"] * (8 if ref else 7))
             continue
         s = st.stats
-        fail = f"{100 * s.failed_units / max(1, s.units_done):.1f}" if s.units_done else "-"
-        table.add_row(st.name, st.kind, str(st.num_shards), *counts, fmt_count(s.records),
+        fail = f"{100 * s.failed_units / max(1, s.units_done):.1f}" if s.units_done and s.requests else "-"
+        table.add_row(st.name, str(st.num_shards), *counts, fmt_count(s.records),
                       "-" if s.records_per_s is None else f"{s.records_per_s:.2f}",
                       fmt_count(s.requests) if s.requests else "-",
                       f"{fmt_count(s.tokens_in)}/{fmt_count(s.tokens_out)}" if s.tokens_in or s.tokens_out else "-",
