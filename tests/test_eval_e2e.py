@@ -26,7 +26,8 @@ def demo_run(tmp_path_factory, tiny_model):
     with FaultServer(responder=distractor_responder) as srv:
         run = make_run(tmp, "demo", {
             "distract": {"kind": "distractors", "num_shards": 2,
-                         "params": {"limit": 2, "counts": [1, 3], "sample": "first"}},
+                         "params": {"limit": 2, "counts": [1, 3], "sample": "first",
+                                    "verify": "rule"}},  # the scripted writer cannot solve (issue 14)
             "ev": {**eval_stage(gsm8k=20, math=20, max_new_tokens=32, batch_size=20, distractors_from="distract",
                                 label="smollm2-base"), "depends_on": ["distract"]},
             "report": {"kind": "report", "depends_on": ["ev"]},
