@@ -158,3 +158,31 @@ def test_api_key_never_written_anywhere(tmp_path, monkeypatch):
         if path.is_file() and secret.encode() in path.read_bytes():
             leaked.append(str(path))
     assert leaked == []  # ... and written nowhere
+
+
+def test_stop_past_the_grace_period_exits_143_and_resumes_exactly(tmp_path):
+    """A time-limit USR2 while slow requests are in flight beyond stop_grace_s: the shard stops
+    (143, requeue) instead of failing (1), and the rerun writes every id exactly once."""
+    seeds = real_seeds(2, 2)
+    with FaultServer(responder=synth_responder) as clean:
+        ref = make_run(tmp_path, seeds, PARAMS, _llm(clean), name="ref")
+        assert run_shard(ref.root, "synth", 0) == 0
+    expected = sorted(_ids(ref))
+    started = threading.Event()
+
+    def note(n: int, body: dict) -> str | None:
+        started.set()
+        return None
+
+    with FaultServer(responder=synth_responder, latency_s=3.0, on_request=note) as srv:
+        run = make_run(tmp_path, seeds, {**PARAMS, "stop_grace_s": 0.2}, _llm(srv, timeout_s=30.0), name="stopped")
+        cmd = [sys.executable, "-m", "skymath.worker", str(run.root), "synth", "0"]
+        log = open(tmp_path / "worker.log", "wb")
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        assert started.wait(240)
+        p.send_signal(signal.SIGUSR2)
+        assert p.wait(240) == 143, (tmp_path / "worker.log").read_text()[-2000:]
+        assert not run.is_done("synth", 0)
+        srv.latency_s = 0.0
+        assert subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=240).returncode == 0
+    assert sorted(_ids(run)) == expected

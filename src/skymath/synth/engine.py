@@ -160,7 +160,11 @@ async def drive(units: list[Unit], methods: dict[str, Method], client: LLMClient
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-                break
+                # units cut off by the stop are not failures: their ids were never written, so a
+                # requeued shard redoes them (a CancelledError here would fail the shard instead)
+                if all_done.done() and not all_done.cancelled():
+                    all_done.exception()  # retrieved: no "exception was never retrieved" warning
+                return
         if all_done.done() and not all_done.cancelled() and all_done.exception() is not None:
             raise all_done.exception()
 
