@@ -150,6 +150,7 @@ stages:
 """
 
 
+@pytest.mark.slow  # ~60-80 s: torch starts twice (first run, requeued run)
 def test_usr2_reaches_every_rank_through_srun_launcher_and_torchrun_then_requeues(tmp_path):
     """The gpu-multinode chain on the real cluster: batch trap -> srun -> the ONE launcher ->
     torchrun (--signals-to-handle with SIGUSR2) -> both gloo ranks stop cleanly; the launcher
