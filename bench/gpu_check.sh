@@ -5,7 +5,8 @@
 #   on the dev machine:  bash bench/gpu_prepare.sh        # wheels -> .whl/, tokenizer -> .gpu/tokenizer
 #   on the GPU machine:  bash bench/gpu_check.sh          # logs and RESULT lines in $OUT (default /tmp/gpu_out)
 #
-# Knobs: SFT_STEPS (60), SFT_SIZE (0.5b | tiny), SFT_DEVICE (cuda | cpu: a plumbing run without a GPU).
+# Knobs: SFT_STEPS (60), SFT_SIZE (0.5b | tiny), SFT_SAMPLES (2000), SFT_DEVICE (cuda | cpu: a plumbing run
+# without a GPU), PYTHON (python3).
 # Packing uses flash-attn varlen when a flash_attn wheel for this torch is in .whl/ (or installed);
 # otherwise the packed run uses the per-example SDPA fallback and the stage's default is padded.
 set -u
@@ -13,6 +14,7 @@ OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
 STEPS=${SFT_STEPS:-60}
 SIZE=${SFT_SIZE:-0.5b}
 DEVICE=${SFT_DEVICE:-cuda}
+SAMPLES=${SFT_SAMPLES:-2000}
 PY=${PYTHON:-python3}
 if command -v nvidia-smi >/dev/null; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
@@ -32,7 +34,7 @@ export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}src PYTHONUNBUFFERED=1 HF_HUB_OFFLI
 TOK=""
 [ -d .gpu/tokenizer ] && TOK="--tokenizer .gpu/tokenizer"
 # the sft stage, ZeRO-2, packed then padded: RESULT tokens_per_s=... mfu=... packed_vs_padded=...
-timeout 480 "$PY" bench/sft_gpu.py --stage --device "$DEVICE" --size "$SIZE" --steps "$STEPS" $TOK \
+timeout 480 "$PY" bench/sft_gpu.py --stage --device "$DEVICE" --size "$SIZE" --steps "$STEPS" --samples "$SAMPLES" $TOK \
   --work /tmp/skymath-gpu-check 2>&1 | grep -v Warning | tee "$OUT/sft_stage.log"
 if [ "$DEVICE" = cuda ] && [ -f .gpu/gsm8k_test.jsonl ]; then
   # equal work per batch size: the same 32 prompts at batch 1, 8 and 32 (issue 16)

@@ -14,29 +14,31 @@ PY=${PY:-.venv/bin/python}
 GPU_PYTHON=${GPU_PYTHON:-3.12}
 mkdir -p .whl .gpu
 # which distributions the stage path imports (beyond what a torch + transformers machine has)
-"$PY" - > .whl/needed.txt <<'EOF'
+"$PY" - 2>/dev/null <<'EOF' | grep -E '^[A-Za-z0-9_.-]+(==.*)?$' > .whl/needed.txt
 import importlib.metadata as md
 import sys
 
 before = set(sys.modules)
 import skymath.worker  # noqa: E401,F401
 from skymath.stages import stage_kinds
-stage_kinds()
-import skymath.train.sft, skymath.train.tokenized, skymath.stages.tokenize  # noqa: E401,F401
-import accelerate, deepspeed  # noqa: E401,F401
-from transformers import Trainer  # noqa: F401
+stage_kinds()  # every worker imports all stage modules: their top-level imports are required
+import skymath.stages.tokenize, skymath.train.sft, skymath.train.tokenized  # noqa: E401,F401
 mods = {m.split(".")[0] for m in set(sys.modules) - before}
 have = {"torch", "transformers", "triton", "numpy", "tokenizers", "safetensors", "huggingface_hub", "regex",
         "requests", "filelock", "packaging", "yaml", "tqdm", "fsspec", "jinja2", "markupsafe", "networkx",
         "sympy", "mpmath", "typing_extensions", "certifi", "idna", "urllib3", "charset_normalizer", "hf_xet",
         "skymath"}
 dists = md.packages_distributions()
-names = set()
-for m in sorted(mods - have - set(sys.stdlib_module_names)):
-    for d in dists.get(m, []):
-        if not d.lower().startswith(("nvidia", "torch", "triton")):
-            names.add(f"{d}=={md.version(d)}")
-print("\n".join(sorted(names)))
+names = {"accelerate", "deepspeed", "hjson", "msgpack", "py-cpuinfo", "psutil", "einops", "nvidia-ml-py",
+         "pydantic"}  # the Trainer and DeepSpeed ZeRO-2 (torch AdamW: no op is compiled)
+optional = {"numba", "llvmlite", "scipy"}  # decontam's compiled scan: try/except import, numpy fallback
+for m in sorted(mods - have - optional - set(sys.stdlib_module_names)):
+    names.update(d for d in dists.get(m, []) if not d.lower().startswith(("nvidia", "torch", "triton")))
+for n in sorted(names):
+    try:
+        print(f"{n}=={md.version(n)}")
+    except md.PackageNotFoundError:
+        print(f"{n}=={'13.590.48' if n == 'nvidia-ml-py' else ''}".rstrip("="))  # DeepSpeed needs it on CUDA
 EOF
 echo "[gpu_prepare] $(wc -l < .whl/needed.txt) distributions: $(tr '\n' ' ' < .whl/needed.txt)"
 pure=(); binary=()
@@ -45,7 +47,7 @@ while read -r req; do
   if [ "$name" = deepspeed ]; then "$PY" -m pip wheel -q --no-deps --no-build-isolation -w .whl "$req"; continue; fi
   binary+=("$req")
 done < .whl/needed.txt
-"$PY" -m pip download -q --no-deps -d .whl --only-binary=:all: --python-version "$GPU_PYTHON" \
+"$PY" -m pip download -q --no-deps --no-cache-dir -d .whl --only-binary=:all: --python-version "$GPU_PYTHON" \
   --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
   --implementation cp "${binary[@]}"
 sed -i 's/==.*//' .whl/needed.txt  # names only: what the GPU machine already has stays as it is
