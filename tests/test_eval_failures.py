@@ -40,6 +40,7 @@ def _outputs(run) -> tuple[str, dict]:
     return (run.stage_dir("ev") / "results.jsonl").read_text(), metrics
 
 
+@pytest.mark.slow
 def test_permanent_failures_fail_the_shard_then_resubmit_completes_it_exactly(tmp_path, data_root):
     items = bench_items(data_root, gsm8k=6, math=6)  # 4 shards of 3 items
     doomed = [1, 2, 9]  # shard 0 loses two items, shard 3 one
@@ -81,6 +82,10 @@ def test_permanent_failures_fail_the_shard_then_resubmit_completes_it_exactly(tm
     assert math["n"] == 6 and math["paper"] == math["strict"] == 0.5  # the scripted model: even indices right
     marker = run.read_marker(run.done_path("ev", 0))
     assert marker["failed"] == 0 and marker["resumed"] == 1 and marker["usage"]["failures"] == 2
+    # token counts cover every graded record, whichever attempt generated it
+    tokens = [sum(run.read_marker(run.done_path("ev", i))[k] for i in range(4)) for k in ("prompt_tokens", "completion_tokens")]
+    ref = clean.read_marker(clean.done_path("ev", 0))
+    assert tokens == [ref["prompt_tokens"], ref["completion_tokens"]] and tokens[1] > 0
 
 
 def test_tolerated_failures_are_counted_never_graded(tmp_path, data_root):

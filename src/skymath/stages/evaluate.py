@@ -170,15 +170,13 @@ def run(ctx) -> dict:
                                         stop=ctx.stop_requested)
         if p.backend == "openai":  # hf and vllm advance the bar themselves
             bar.update(len(recs) + len(failures))
-        if p.backend == "openai":
-            info["usage"] = _cumulative_usage(ctx, backend.usage())
+            info["usage"] = _cumulative(ctx, "usage.json", backend.usage())
     finally:
         pool.close()
         bar.close()
         backend.close()
     info["generate_s"] = round(time.time() - t1, 2)
-    info["prompt_tokens"] = sum(r.meta["prompt_tokens"] for r in recs)
-    info["completion_tokens"] = sum(r.meta["completion_tokens"] for r in recs)
+    info.update(_shard_tokens(writer))
     ctx.report_progress(tokens_in=info["prompt_tokens"], tokens_out=info["completion_tokens"], usage=info.get("usage"))
     write_jsonl(failures_path, failures)  # this attempt's truth: earlier failures were retried
     info["failed"] = len(failures)
@@ -190,12 +188,24 @@ def run(ctx) -> dict:
     return info
 
 
-def _cumulative_usage(ctx, this_attempt: dict) -> dict:
+def _shard_tokens(writer) -> dict:
+    """Tokens of every graded record of the shard, whichever attempt generated it."""
+    writer.flush()
+    out = {"prompt_tokens": 0, "completion_tokens": 0}
+    with open(writer.partial, encoding="utf-8") as f:
+        for line in f:
+            meta = json.loads(line).get("meta") or {}
+            for k in out:
+                out[k] += int(meta.get(k) or 0)
+    return out
+
+
+def _cumulative(ctx, name: str, this_attempt: dict) -> dict:
     """API usage summed over every attempt of the shard (a rerun's retries cost money too)."""
     from skymath.records import atomic_write_text
     from skymath.synth.accounting import add_totals
 
-    path = ctx.work_dir / "usage.json"
+    path = ctx.work_dir / name
     prev = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     total = add_totals(prev, this_attempt)
     atomic_write_text(path, json.dumps(total))
