@@ -41,9 +41,9 @@ _Q64 = np.uint64(_Q & 0xFFFFFFFF)
 _QINV64 = np.uint64(pow(_Q & 0xFFFFFFFF, -1, 1 << 32))
 
 
-def _scan_py(buf, bounds, ascii_word, exact_flags, isw, n, present, table_shift, emit_all,
+def _scan_py(buf, starts, ends, ascii_word, exact_flags, isw, n, present, table_shift, emit_all,
              hashes, win_b0, win_b1, cand, win_off, n_words, exact, collide):  # pragma: no cover
-    """Per text of `buf[bounds[t]:bounds[t+1]]` (UTF-8): writes the hash of every n-word window into
+    """Per text of `buf[starts[t]:ends[t]]` (UTF-8): writes the hash of every n-word window into
     `hashes` (those of text t at win_off[t]:win_off[t+1]), each text's word count, the whole-
     sequence hash of the texts flagged in exact_flags, each window's byte span in `buf`
     (win_b0/win_b1: its first word's start, its last word's end, for verifying a hit without
@@ -54,7 +54,7 @@ def _scan_py(buf, bounds, ascii_word, exact_flags, isw, n, present, table_shift,
     arrays per call cost page faults that took longer than the scan itself. The table lookups
     (MBs: cache misses) run in a loop of their own, where many misses overlap."""
     u64 = np.uint64
-    T = len(bounds) - 1
+    T = len(starts)
     ring = np.zeros(n, np.uint64)
     ring_b0 = np.zeros(n, np.int64)  # start byte of the last n words
     pn1 = u64(1)  # P^(n-1)
@@ -63,8 +63,8 @@ def _scan_py(buf, bounds, ascii_word, exact_flags, isw, n, present, table_shift,
     nh = 0
     for t in range(T):
         win_off[t] = nh
-        i = bounds[t]
-        end = bounds[t + 1]
+        i = starts[t]
+        end = ends[t]
         want_exact = exact_flags[t]
         w = 0  # words finished in this text
         slot = 0  # = w % n
@@ -77,30 +77,25 @@ def _scan_py(buf, bounds, ascii_word, exact_flags, isw, n, present, table_shift,
         qp = u64(1)
         wlen = 0
         wb0 = 0
-        while i <= end:
-            is_word = False
-            cp = 0
+        while i < end:  # the text's last byte is a "\\n": every word ends inside the range
             ci = i  # where this character starts
-            if i < end:
-                b = np.int64(buf[i])
-                if b < 0x80:  # ASCII: one table lookup gives the lowered word character, or 0
-                    cp = np.int64(ascii_word[b])
-                    is_word = cp != 0
-                    i += 1
-                else:  # non-ASCII texts were lowered by Python: decode, then the \\w table
-                    if b < 0xE0:
-                        cp = ((b & 0x1F) << 6) | (np.int64(buf[i + 1]) & 0x3F)
-                        i += 2
-                    elif b < 0xF0:
-                        cp = ((b & 0x0F) << 12) | ((np.int64(buf[i + 1]) & 0x3F) << 6) | (np.int64(buf[i + 2]) & 0x3F)
-                        i += 3
-                    else:
-                        cp = ((b & 0x07) << 18) | ((np.int64(buf[i + 1]) & 0x3F) << 12) \
-                            | ((np.int64(buf[i + 2]) & 0x3F) << 6) | (np.int64(buf[i + 3]) & 0x3F)
-                        i += 4
-                    is_word = isw[cp]
-            else:
+            b = np.int64(buf[i])
+            if b < 0x80:  # ASCII: one table lookup gives the lowered word character, or 0
+                cp = np.int64(ascii_word[b])
+                is_word = cp != 0
                 i += 1
+            else:  # non-ASCII texts were lowered by Python: decode, then the \\w table
+                if b < 0xE0:
+                    cp = ((b & 0x1F) << 6) | (np.int64(buf[i + 1]) & 0x3F)
+                    i += 2
+                elif b < 0xF0:
+                    cp = ((b & 0x0F) << 12) | ((np.int64(buf[i + 1]) & 0x3F) << 6) | (np.int64(buf[i + 2]) & 0x3F)
+                    i += 3
+                else:
+                    cp = ((b & 0x07) << 18) | ((np.int64(buf[i + 1]) & 0x3F) << 12) \
+                        | ((np.int64(buf[i + 2]) & 0x3F) << 6) | (np.int64(buf[i + 3]) & 0x3F)
+                    i += 4
+                is_word = isw[cp]
             if is_word:
                 if not in_word:
                     in_word = True
@@ -157,20 +152,29 @@ def _scan_py(buf, bounds, ascii_word, exact_flags, isw, n, present, table_shift,
 _scan = numba.njit(cache=True, nogil=True)(_scan_py) if HAVE_NUMBA else None
 
 
-def encode_batch(texts: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """UTF-8 bytes of the texts back to back, their byte bounds, and which ones the kernel lowers
-    itself (ASCII texts: only A-Z change); other texts are lowered by Python (`str.lower`, the
-    definition, with its special cases)."""
+def encode_batch(texts: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(buf, starts, ends, lowered_by_python): the texts' bytes in one buffer, text t at
+    buf[starts[t]:ends[t]], each followed by a "\\n" inside its range (so a word always ends on a
+    byte of its text: no end-of-text test per byte). ASCII texts are joined and encoded in one call each (the kernel lowers
+    their A-Z itself); other texts are lowered by Python (`str.lower`, the definition, with its
+    special cases), encoded as UTF-8 and placed after them."""
     strs = [t or "" for t in texts]
     n = len(strs)
-    lower_ascii = np.fromiter(map(str.isascii, strs), dtype=np.bool_, count=n)
-    parts = [s.encode("ascii") if a else s.lower().encode("utf-8", "surrogatepass")
-             for s, a in zip(strs, lower_ascii.tolist(), strict=True)]
-    lens = np.fromiter(map(len, parts), dtype=np.int64, count=n)
-    data = b"".join(parts)
-    bounds = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(lens, out=bounds[1:])
-    return np.frombuffer(data, dtype=np.uint8), bounds, lower_ascii
+    is_ascii = np.fromiter(map(str.isascii, strs), dtype=np.bool_, count=n)
+    lens = np.fromiter(map(len, strs), dtype=np.int64, count=n) + 1  # + the newline
+    starts = np.zeros(n, dtype=np.int64)
+    if is_ascii.all():
+        data = ("\n".join(strs) + "\n").encode("ascii")
+        np.cumsum(lens[:-1], out=starts[1:])
+    else:
+        asc, other = np.flatnonzero(is_ascii), np.flatnonzero(~is_ascii)
+        head = "".join([strs[i] + "\n" for i in asc.tolist()]).encode("ascii")
+        parts = [(strs[i].lower() + "\n").encode("utf-8", "surrogatepass") for i in other.tolist()]
+        lens[other] = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+        starts[asc] = np.cumsum(lens[asc]) - lens[asc]
+        starts[other] = len(head) + np.cumsum(lens[other]) - lens[other]
+        data = head + b"".join(parts)
+    return np.frombuffer(data, dtype=np.uint8), starts, starts + lens, ~is_ascii
 
 
 _EMPTY_TABLE = np.zeros(1, dtype=np.uint8)
@@ -236,7 +240,7 @@ def scan(texts: Sequence[str | None], n: int, present: np.ndarray | None, table_
          exact_flags: np.ndarray | None = None) -> ScanResult:
     """Every window of the texts when `present` is None (building an index), else only those
     whose hash is in the presence table."""
-    buf, bounds, lowered_ascii = encode_batch(texts)
+    buf, starts, ends, lowered_by_python = encode_batch(texts)
     T = len(texts)
     if exact_flags is None:
         exact_flags = np.zeros(T, dtype=np.bool_)
@@ -248,14 +252,14 @@ def scan(texts: Sequence[str | None], n: int, present: np.ndarray | None, table_
     n_words = np.empty(T, np.int64)
     exact = np.empty(T, np.uint64)
     emit_all = present is None
-    nh, nc = _scan(buf, bounds, _ASCII_WORD, exact_flags, word_char_table(), n,
+    nh, nc = _scan(buf, starts, ends, _ASCII_WORD, exact_flags, word_char_table(), n,
                    _EMPTY_TABLE if emit_all else present, np.uint64(64 - table_bits), emit_all,
                    scratch.hashes, scratch.b0, scratch.b1, scratch.cand, win_off, n_words, exact,
                    FORCE_COLLISIONS)
     cand = np.arange(nh, dtype=np.int64) if emit_all else scratch.cand[:nc].copy()
     text = np.searchsorted(win_off, cand, side="right") - 1
     return ScanResult(text, cand - win_off[text], scratch.hashes[cand], scratch.b0[cand], scratch.b1[cand],
-                      n_words, exact, buf, ~lowered_ascii)
+                      n_words, exact, buf, lowered_by_python)
 
 
 def warm_up() -> float:
