@@ -267,3 +267,22 @@ def test_watch_a_slurm_run_with_one_scoped_squeue_per_refresh(tmp_path, monkeypa
     assert w.returncode == 0, w.stdout + w.stderr
     assert any("gen: 3/3 done" in ln and "18 records" in ln for ln in w.stdout.splitlines()), w.stdout
     assert any("after: 1/1 done" in ln for ln in w.stdout.splitlines()), w.stdout
+
+
+def test_a_training_shard_reports_its_steps(tmp_path):
+    """The trainer's <work dir>/progress.json (step/max_steps) gives a running sft shard its ETA."""
+    import time
+
+    from skymath.pipeline.procs import process_start, this_host
+    from skymath.pipeline.status import collect_status
+
+    ctx = _ctx(tmp_path, shard=0)
+    now = time.time()
+    _write(ctx.run.progress_path("gen", 0), {"pid": os.getpid(), "host": this_host(),
+                                             "pid_start": process_start(os.getpid()), "state": "running",
+                                             "started": now - 100, "updated": now})
+    _write(ctx.run.stage_dir("gen") / "shard-00000" / "progress.json", {"step": 3, "max_steps": 12})
+    (st,) = collect_status(ctx.run, ctx.config, now=now)
+    assert (st.shards[0].state, st.shards[0].done, st.shards[0].total) == ("running", 3, 12)
+    assert st.stats.fraction == pytest.approx(3 / 12 / 2)  # 2 shards, one a quarter done
+    assert st.stats.eta_s == pytest.approx((1 - 3 / 24) * 2 / (3 / 12 / 100), rel=1e-3)

@@ -178,6 +178,8 @@ def collect_status(run: RunDir, cfg: PipelineConfig, cache: StatusCache | None =
                 if prog.get("state") == "running" and alive:
                     sh.state = "running"
                     sh.job_id = prog.get("job_id")
+                    prog = _with_trainer_steps(run, name, i, prog)
+                    sh.done, sh.total = prog.get("done"), prog.get("total")
                     running_progress.append(prog)
             failed = _read_json(run.failed_path(name, i)) if f"{base}.failed" in names else None
             local_log = run.log_dir(name) / f"{base}.log"
@@ -198,6 +200,17 @@ def collect_status(run: RunDir, cfg: PipelineConfig, cache: StatusCache | None =
             st.stats = _stage_stats(cfg, st, done_infos, partial, running_progress, now)
         out.append(st)
     return out
+
+
+def _with_trainer_steps(run: RunDir, stage: str, shard: int, prog: dict) -> dict:
+    """A training shard counts steps, not items: its trainer writes <work dir>/progress.json
+    (step, max_steps; train/sft.py), which gives the shard's done/total for the ETA."""
+    if prog.get("total"):
+        return prog
+    tp = _read_json(run.stage_dir(stage) / run.shard_name(shard) / "progress.json")
+    if not tp or not tp.get("max_steps"):
+        return prog
+    return {**prog, "done": int(tp.get("step") or 0), "total": int(tp["max_steps"]), "done_start": 0}
 
 
 def _price_tokens(cfg: PipelineConfig, tokens_in: int, tokens_out: int) -> float:
