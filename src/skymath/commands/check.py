@@ -53,11 +53,13 @@ def main(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.override)
     profile_ref = args.profile or cfg.cluster.profile
+    profile = load_profile(profile_ref)
     if args.rehearse:
-        from skymath.pipeline.rehearse import rehearse_config
+        from skymath.pipeline.rehearse import format_changes, rehearse_config, rehearse_profile
 
-        cfg, _changes = rehearse_config(cfg, profile_ref)
+        cfg, changes = rehearse_config(cfg, profile_ref)
+        profile, more = rehearse_profile(profile)
+        print(format_changes(changes + more).splitlines()[0])
     cfg.run.root = Path(cfg.run.root).resolve()
     cfg.data.root = Path(cfg.data.root).resolve()
-    profile = load_profile(profile_ref)
     return check_and_report(cfg, profile, cfg.run_dir, ping=args.ping, stages=args.stage)

@@ -38,6 +38,7 @@ def main(args: argparse.Namespace) -> int:
         from skymath.pipeline.rehearse import rehearse_run
 
         run, cfg = rehearse_run(cfg, args.profile, dry_run=args.dry_run)
+        args.profile = cfg.cluster.profile  # the rehearsal's profile, written into the run dir
     kind = cfg.executor.kind
     Pipeline.from_config(cfg).check_names(args.stage, str(args.config))
     if not args.dry_run:

@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from skymath.config.cluster import ClusterProfile
 from skymath.config.schema import PipelineConfig
+from skymath.errors import UserError
 
 SUFFIX = "-rehearsal"
+REQUEUES = 6  # the rehearsal profile's max_requeues (at least)
 TINY = "tiny:smollm2"
 LLM_STAGE = "llm"
 MAX_SHARDS = 2
@@ -142,7 +144,7 @@ def rehearse_config(cfg: PipelineConfig, profile_ref: str | None = None) -> tupl
         ed.set("llm.endpoints", [], "no paid API")
         ed.set("llm.model", TINY, "what the local server serves (costs are still priced as "
                f"{cfg.llm.reference_price_model})")
-        ed.cap("llm.concurrency", 2, "one CPU server answers one request at a time")
+        ed.cap("llm.concurrency", 1, "one CPU server answers one request at a time: one in flight per shard")
         ed.cap("llm.max_tokens", SYNTH_TOKENS, "tokens per answer on a CPU server")
         ed.set("llm.timeout_s", max(cfg.llm.timeout_s, 600.0), "requests queue behind each other on one CPU server")
         for name in users:
@@ -175,10 +177,12 @@ def rehearse_config(cfg: PipelineConfig, profile_ref: str | None = None) -> tupl
             _synth(ed, k, spec, name == synth_limited, lead)
         elif spec.kind == "distractors":
             ed.cap(f"{k}.params.limit", 2, "GSM8K problems capped")
-            if len(p.counts) > 2:
-                ed.set(f"{k}.params.counts", p.counts[:2], "distractor counts capped")
+            if len(p.counts) > 1:
+                ed.set(f"{k}.params.counts", p.counts[:1], "distractor counts capped")
             ed.cap(f"{k}.params.max_tokens", SYNTH_TOKENS * 2, "tokens per rewrite on a CPU server")
             ed.set(f"{k}.params.failure_tolerance", 1.0, "the 135M model rarely rewrites acceptably")
+            if getattr(p, "max_attempts", 1) > 1:
+                ed.set(f"{k}.params.max_attempts", 1, "one rewrite per variant")
         elif spec.kind == "eval":
             _eval(ed, k, spec)
         elif spec.kind == "coreset":
@@ -206,6 +210,7 @@ def _synth(ed: _Editor, k: str, spec: Any, limited: bool, lead: int) -> None:
     ed.cap(f"{k}.params.max_tokens", SYNTH_TOKENS, "tokens per answer on a CPU server")
     if getattr(p, "target_records", None):
         ed.cap(f"{k}.params.target_records", 8, "records per stage capped")
+        ed.cap(f"{k}.params.max_scale", 1.0, "the 135M model's low yield must not scale the capped requests up")
     for key, val in (("match_gold", False), ("drop_truncated", False), ("few_shot", False),
                      ("min_length_ratio", 0.0), ("min_problem_chars", 10)):
         if getattr(p, key) != val:
@@ -216,6 +221,10 @@ def _synth(ed: _Editor, k: str, spec: Any, limited: bool, lead: int) -> None:
                f"REAL time limit: USR2 about {SYNTH_LIMIT_AFTER_S} s after start (signal_lead_s {lead}); the "
                "shard keeps its partial output, the job requeues and resumes")
         ed.set(f"{k}.params.failure_tolerance", 0.5, "requests cut by the stop are retried after the requeue")
+        grace = max(p.stop_grace_s, float(lead - 30))
+        if grace != p.stop_grace_s:
+            ed.set(f"{k}.params.stop_grace_s", grace, "in-flight requests queue behind others on one CPU server: "
+                   "let them finish (and be cached) within the signal lead")
 
 
 def _sft(ed: _Editor, k: str, spec: Any, limited: bool, lead: int) -> None:
@@ -286,18 +295,39 @@ def format_changes(changes: list[Change]) -> str:
     return "\n".join(lines)
 
 
+def rehearse_profile(profile: ClusterProfile) -> tuple[ClusterProfile, list[Change]]:
+    """The cluster profile for a rehearsal: more requeues, since each short attempt on a busy
+    machine may get only a few requests or steps done before its signal."""
+    new = profile.model_copy(deep=True)
+    changes: list[Change] = []
+    if new.max_requeues < REQUEUES:
+        changes.append(Change("profile.max_requeues", profile.max_requeues, REQUEUES,
+                              "the time-limited stages may need several short attempts on a busy machine"))
+        new.max_requeues = REQUEUES
+    return new, changes
+
+
 def rehearse_run(cfg: PipelineConfig, profile_ref: str | None, dry_run: bool = False):
-    """For `run --rehearse`: the rehearsal config and its run dir; prints (and records) the changes."""
+    """For `run --rehearse`: the rehearsal config (its `cluster.profile` is the rehearsal's profile,
+    written into the run dir) and its run dir; prints and records every change."""
+    import yaml
+
+    from skymath.config.cluster import load_profile
     from skymath.pipeline.rundir import RunDir
 
     new, changes = rehearse_config(cfg, profile_ref)
+    profile, more = rehearse_profile(load_profile(profile_ref or cfg.cluster.profile))
+    changes += more
     new.executor = cfg.executor.model_copy()
     print(format_changes(changes), flush=True)
     run = RunDir(new.run_dir)
-    if not dry_run:
-        try:
-            run.root.mkdir(parents=True, exist_ok=True)
-            (run.root / "rehearsal.json").write_text(json.dumps([asdict(c) for c in changes], indent=1) + "\n")
-        except OSError as e:
-            print(f"warning: cannot record the rehearsal's changes in {run.root}: {e}", file=sys.stderr)
+    try:
+        run.root.mkdir(parents=True, exist_ok=True)
+        path = run.root / "rehearsal-profile.yaml"
+        path.write_text(yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False))
+        (run.root / "rehearsal.json").write_text(json.dumps([asdict(c) for c in changes], indent=1) + "\n")
+    except OSError as e:
+        raise UserError(f"run.root: cannot write the rehearsal's profile into {run.root}: {e.strerror or e}") from None
+    new.cluster.profile = str(path)
+    del dry_run  # a dry run renders its scripts into the run directory as well
     return run, new

@@ -151,8 +151,8 @@ def run_preflight(cfg: Any, profile: Any, run_dir: Path, *, ping: bool = False, 
     return res
 
 
-def format_table(res: CheckResult, title: str, width: int = 160) -> str:
-    """The one table (stage, problem, fix) as text."""
+def format_table(res: CheckResult, title: str, width: int | None = None) -> str:
+    """The one table (stage, problem, fix) as text (as wide as the terminal, at most 160)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -162,6 +162,7 @@ def format_table(res: CheckResult, title: str, width: int = 160) -> str:
     table.add_column("fix", overflow="fold")
     for p in res.problems:
         table.add_row(p.stage, p.problem, p.fix)
+    width = width or min(160, shutil.get_terminal_size((140, 24)).columns)
     console = Console(width=width, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
     console.print(table)
     return console.export_text()
