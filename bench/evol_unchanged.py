@@ -12,9 +12,15 @@ measurement is repeatable without a model; `--record` regenerates them (CPU: ~30
 2-core machine). Both rules are applied to the same recorded outputs, with
 everything else of the elimination unchanged.
 
+The tiny model never writes near-copies (it leaks template words instead), so a second,
+deterministic probe runs over ALL 3,994 Level 4-5 seeds: each seed plus one short genuine
+constraint of the kind add_constraints asks for (a fixed list, chosen by seed), and each seed
+merely reformatted (case, whitespace, a punctuation swap), which must stay "unchanged".
+
 Usage: python bench/evol_unchanged.py [--seeds 48] [--greedy] [--record]
 Last line: RESULT unchanged_before=<fraction> unchanged_after=<fraction> eliminated_before=<...>
-eliminated_after=<...> n=<outputs>
+eliminated_after=<...> n=<outputs> probe_added_rejected_before=<...> probe_added_rejected_after=<...>
+probe_copies_rejected_before=<...> probe_copies_rejected_after=<...> probe_n=<seeds>
 """
 
 from __future__ import annotations
@@ -84,6 +90,33 @@ def record(items: list[dict], path: Path, greedy: bool, batch: int = 4, max_new_
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
+CONSTRAINTS = ("Assume all variables are positive integers.", "Express your answer as a common fraction.",
+               "Give your answer modulo 1000.", "The answer must be an odd number.",
+               "Round your answer to the nearest tenth.", "Assume the figure is drawn to scale.")
+
+
+def probe() -> dict[str, float]:
+    """Genuine one-sentence additions and pure reformattings of every Level 4-5 seed, judged by
+    both rules (what the rule does when a model does add a constraint)."""
+    from skymath.data.seeds import load_seeds
+    from skymath.paths import default_data_root
+    from skymath.synth.methods.evol import is_unchanged
+
+    seeds = load_seeds(["math_train"], default_data_root(), levels=[4, 5])
+    added_b = added_a = copies_b = copies_a = 0
+    for i, s in enumerate(seeds):
+        p = s.problem
+        child = f"{p} {CONSTRAINTS[i % len(CONSTRAINTS)]}"
+        added_b += old_unchanged(p, child)
+        added_a += is_unchanged(p, child)
+        copy = " ".join(p.upper().split()).replace(",", ";")
+        copies_b += old_unchanged(p, copy)
+        copies_a += is_unchanged(p, copy)
+    n = max(1, len(seeds))
+    return {"added_before": added_b / n, "added_after": added_a / n, "copies_before": copies_b / n,
+            "copies_after": copies_a / n, "n": len(seeds)}
+
+
 def main() -> None:
     from skymath.synth.methods.base import clean_problem
     from skymath.synth.methods.evol import added_content, elimination_reason, is_unchanged
@@ -129,8 +162,15 @@ def main() -> None:
     for f in flipped[:10]:
         print("  ", f)
     d = max(1, n)
+    pr = probe()
+    print(f"probe over {pr['n']} Level 4-5 seeds: one genuine constraint added -> 'unchanged' "
+          f"{pr['added_before']:.1%} before, {pr['added_after']:.1%} after; reformatted copies -> 'unchanged' "
+          f"{pr['copies_before']:.1%} before, {pr['copies_after']:.1%} after")
     print(f"RESULT unchanged_before={before_unch / d:.3f} unchanged_after={after_unch / d:.3f} "
-          f"eliminated_before={before_elim / d:.3f} eliminated_after={after_elim / d:.3f} n={n}")
+          f"eliminated_before={before_elim / d:.3f} eliminated_after={after_elim / d:.3f} n={n} "
+          f"probe_added_rejected_before={pr['added_before']:.3f} probe_added_rejected_after={pr['added_after']:.3f} "
+          f"probe_copies_rejected_before={pr['copies_before']:.3f} probe_copies_rejected_after={pr['copies_after']:.3f} "
+          f"probe_n={pr['n']}")
 
 
 if __name__ == "__main__":
