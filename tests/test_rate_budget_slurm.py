@@ -12,7 +12,7 @@ from support.fault_server import FaultServer
 from support.slurm_helpers import job_ids, make_executor, require_cluster, wait_jobs
 from support.synth_helpers import real_seeds, synth_responder
 
-pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(600)]
 
 SHARDS, RPM, TPM = 8, 600.0, 200_000.0
 
