@@ -124,7 +124,13 @@ def val_threshold(spec: dict[str, Any], files: list[Path], total_records: int) -
     another shard's input. Either way the slice is the same whatever the sharding."""
     if spec["val_fraction"] is not None:
         return float(spec["val_fraction"])
-    if not spec["val_samples"] or total_records <= 1:
+    if not spec["val_samples"]:
+        return 0.0
+    if total_records <= 0:  # markers without record counts: count them (rare; small stages)
+        from skymath.train.data import RecordPairs
+
+        total_records = sum(1 for _ in RecordPairs(files))
+    if total_records <= 1:
         return 0.0
     k = min(spec["val_samples"], max(1, int(total_records * MAX_VAL_FRACTION)))
     if total_records > EXACT_VAL_LIMIT:
