@@ -350,8 +350,7 @@ def run_training(job: TrainJob) -> dict[str, Any]:
         kept = [c.name for c in complete_checkpoints(ckpt_dir)]
         metrics["checkpoints_kept"] = kept
         _write_json(final, metrics)
-    _barrier()
-    return metrics
+    return metrics  # no barrier: the other ranks exit while rank 0 prunes and writes the marker
 
 
 def _params_hash(p: SFTParams) -> str:
