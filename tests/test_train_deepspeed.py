@@ -98,7 +98,7 @@ def _rank_pid(launcher_pid: int, rank: int) -> int | None:
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_zero2_two_ranks_stop_on_one_rank_saves_and_resumes_with_continuous_steps(tmp_path):
-    run = _run(tmp_path, "zero2", max_steps=8, save_steps=3, keep_checkpoints=2)
+    run = _run(tmp_path, "zero2", max_steps=12, save_steps=3, keep_checkpoints=2)
     work = run.work_dir("sft-1", 0)
     proc = _launch(run)
     deadline, sent = time.time() + 600, False
@@ -120,7 +120,7 @@ def test_zero2_two_ranks_stop_on_one_rank_saves_and_resumes_with_continuous_step
     saved = re.findall(r"stop requested: saving checkpoint-(\d+)", err)
     assert len(saved) == 2 and len(set(saved)) == 1, err[-4000:]  # both ranks, the same step
     stopped_at = int(saved[0])
-    assert 4 <= stopped_at < 8 and not run.is_done("sft-1", 0)
+    assert 4 <= stopped_at < 12 and not run.is_done("sft-1", 0)
     assert "stopped by" in json.loads(run.failed_path("sft-1", 0).read_text())["error"]
     ckpt = work / "checkpoints" / f"checkpoint-{stopped_at}"
     assert (ckpt / "COMPLETE").exists() and len(list(ckpt.glob(f"global_step{stopped_at}/*optim_states.pt"))) == 2
@@ -130,9 +130,9 @@ def test_zero2_two_ranks_stop_on_one_rank_saves_and_resumes_with_continuous_step
     assert proc.returncode == 0, err[-4000:]
     _no_rank_tokenized(err)
     meta = json.loads(run.done_path("sft-1", 0).read_text())
-    assert meta["steps"] == 8 and meta["resumed_from"].endswith(f"checkpoint-{stopped_at}")
-    assert [h["step"] for h in log_history(run, "sft-1") if "loss" in h] == list(range(1, 9))
-    kept = sorted({s for s in (3, 6, stopped_at, 8)})[-2:]
+    assert meta["steps"] == 12 and meta["resumed_from"].endswith(f"checkpoint-{stopped_at}")
+    assert [h["step"] for h in log_history(run, "sft-1") if "loss" in h] == list(range(1, 13))
+    kept = sorted({3, 6, 9, 12, stopped_at})[-2:]
     assert sorted(p.name for p in (work / "checkpoints").iterdir()) == sorted(f"checkpoint-{s}" for s in kept)
     for s in kept:
         names = {p.name for p in (work / "checkpoints" / f"checkpoint-{s}").iterdir()}
