@@ -11,11 +11,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from skymath.decontam import fastscan
 from skymath.decontam.benchmarks import (
     BenchItem,
     BenchmarkSpec,
@@ -24,6 +23,18 @@ from skymath.decontam.benchmarks import (
     source_key,
 )
 from skymath.decontam.ngram import HASH_VERSION, prefix, span_hashes, tokenize, window_hashes, words
+
+if TYPE_CHECKING:
+    from skymath.decontam import fastscan
+
+
+@lru_cache(maxsize=1)
+def _fastscan():
+    """The compiled scanner, imported on first use: numba + llvmlite cost ~0.7 s, which every
+    worker of every stage would pay at start-up if this module imported it at load time."""
+    from skymath.decontam import fastscan
+
+    return fastscan
 
 FIELDS = ("problem", "response")
 _TABLE_BITS = 24
@@ -74,7 +85,7 @@ class NgramIndex:
         return np.flatnonzero(bits & 1)
 
     def _build(self) -> None:
-        if fastscan.HAVE_NUMBA:
+        if _fastscan().HAVE_NUMBA:
             return self._build_compiled()
         tb = tokenize([t for it in self.items for t in (it.problem, it.solution)])
         s = prefix(tb.values)
@@ -98,7 +109,7 @@ class NgramIndex:
         texts = [t for it in self.items for t in (it.problem, it.solution)]
         flags = np.zeros(len(texts), dtype=np.bool_)
         flags[0::2] = True
-        r = fastscan.scan(texts, self.n, None, _TABLE_BITS, flags)
+        r = _fastscan().scan(texts, self.n, None, _TABLE_BITS, flags)
         order = np.argsort(r.hash, kind="stable")
         self.hashes = r.hash[order]
         self.src = r.text[order]
@@ -162,7 +173,7 @@ class Decontaminator:
 
     def check(self, problems: Sequence[str | None], responses: Sequence[str | None]) -> list[Match | None]:
         """One Match (the first found: exact problem, then n-grams in text order) or None per sample."""
-        if fastscan.HAVE_NUMBA:
+        if _fastscan().HAVE_NUMBA:
             return self._check_compiled(problems, responses)
         ix, n = self.index, self.n
         texts = [t for pair in zip(problems, responses, strict=True) for t in pair]
@@ -213,7 +224,7 @@ class Decontaminator:
         flags = np.zeros(len(texts), dtype=np.bool_)
         if self.exact_problem:
             flags[0::2] = True
-        r = fastscan.scan(texts, n, ix.present, _TABLE_BITS, flags)
+        r = _fastscan().scan(texts, n, ix.present, _TABLE_BITS, flags)
         out: list[Match | None] = [None] * len(problems)
         if self.exact_problem:
             cand = np.flatnonzero(r.n_words[0::2] > 0)
