@@ -79,6 +79,10 @@ class LLMConfig(Strict):
     backoff_max_s: float = Field(120.0, ge=0)
     temperature: float = Field(0.7, ge=0)
     max_tokens: int = Field(2048, ge=1)
+    # samples of one prompt drawn per request (OpenAI `n`): sample indices j of the same prompt go
+    # n at a time (j // n) in one request, whose tokens are counted once; a choice the server did
+    # not return (transformers serve ignores `n`) is asked for alone. vLLM draws them in one batch.
+    n: int = Field(1, ge=1, le=128)
     cache: bool = True
     failure_tolerance: float = Field(0.01, ge=0, le=1)
     # USD per 1M tokens; entries given here are merged over DEFAULT_PRICES (dated PRICES_AS_OF)

