@@ -150,3 +150,26 @@ def test_local_endpoints_are_local_generation_not_api_spend():
     # a local eval backend reports its tokens at the top of its marker, without `usage`
     assert split_spend({"prompt_tokens": 5, "completion_tokens": 7})["local"] == {"prompt_tokens": 5,
                                                                                   "completion_tokens": 7}
+
+
+@pytest.mark.parametrize("mode", ["retrying", "in-flight"])
+def test_a_stop_ends_a_batch_within_its_grace_without_a_verdict(mode):
+    """A time-limit signal must not wait out retries (max_retries x back-off) or a slow request's
+    timeout: no new attempt after the stop, in-flight requests get stop_grace_s, the rest come
+    back as failures marked stopped (a rerun retries them), never as answers."""
+    if mode == "retrying":
+        srv = FaultServer(rules=[Rule("problem", ["500"], repeat_last=True)])
+        llm = _llm(max_retries=50, backoff_base_s=5.0, backoff_max_s=5.0)
+    else:
+        srv = FaultServer(latency_s=60.0)
+        llm = _llm(timeout_s=120.0)
+    with srv:
+        client = LLMClient.from_config(llm, endpoints=[Endpoint(base_url=srv.base_url)])
+        t0 = time.monotonic()
+        client.stop = lambda: time.monotonic() - t0 > 1.0
+        client.stop_grace_s = 0.5
+        res = client.run_batch(_reqs(3))
+        elapsed = time.monotonic() - t0
+    assert elapsed < 15, elapsed  # not 50 x 5 s of retries, not a 60 s request
+    assert [r.key for r in res] == ["p0", "p1", "p2"]
+    assert all(not r.ok and r.text is None and r.error.startswith("stopped") for r in res), res

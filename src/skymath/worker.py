@@ -98,6 +98,16 @@ def run_shard(run_root: str | Path, stage: str, shard: int, force: bool = False)
     from skymath.synth import accounting  # every LLM client of this shard reports its usage here
 
     accounting.begin_shard()
+
+    def stopped(why: str) -> int:
+        """Partial output kept, exit 143: the template requeues the job and the shard resumes."""
+        for w in ctx.writers:
+            w.abort()
+        if rank == 0:
+            run.mark_failed(stage, shard, f"stopped by {why}", **job)
+        print(f"[skymath] {stage}[{shard}] stopped; partial output kept for resume", file=sys.stderr, flush=True)
+        return EXIT_STOPPED
+
     try:
         meta = mod.run(ctx) or {}
         if ctx.stop_requested() and not service:
@@ -126,12 +136,7 @@ def run_shard(run_root: str | Path, stage: str, shard: int, force: bool = False)
               f"({info.get('records', 0)} records)", file=sys.stderr, flush=True)
         return 0
     except Stopped as e:
-        for w in ctx.writers:
-            w.abort()
-        if rank == 0:
-            run.mark_failed(stage, shard, f"stopped by {e}", **job)
-        print(f"[skymath] {stage}[{shard}] stopped; partial output kept for resume", file=sys.stderr, flush=True)
-        return EXIT_STOPPED
+        return stopped(str(e))
     except UserError as e:
         for w in ctx.writers:
             w.abort()
@@ -140,6 +145,8 @@ def run_shard(run_root: str | Path, stage: str, shard: int, force: bool = False)
         print(f"skymath: error: {e}", file=sys.stderr, flush=True)
         return 2
     except StageFailed as e:  # a failure the stage has explained in one line (no traceback)
+        if ctx.stop_requested() and not service:  # e.g. requests cut off by the stop: not a failure
+            return stopped(f"a stop request ({e})")
         for w in ctx.writers:
             w.abort()
         if rank == 0:
@@ -147,6 +154,8 @@ def run_shard(run_root: str | Path, stage: str, shard: int, force: bool = False)
         print(f"skymath: error: {e}", file=sys.stderr, flush=True)
         return 1
     except Exception as e:  # noqa: BLE001 - record any stage failure in the marker
+        if ctx.stop_requested() and not service:
+            return stopped(f"a stop request ({type(e).__name__}: {e})")
         for w in ctx.writers:
             w.abort()
         tb = traceback.format_exc()

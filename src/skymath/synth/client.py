@@ -46,6 +46,7 @@ log = logging.getLogger("skymath.synth.client")
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 CACHE_FILE = "llm-cache.sqlite"
+STOPPED = "stopped: the shard was asked to stop (time limit / cancel) before this request finished"
 
 
 @dataclass
@@ -125,6 +126,11 @@ class LLMClient:
         self._rr = 0
         self._sem: asyncio.Semaphore | None = None
         self._groups: dict[str, asyncio.Future] = {}  # llm.n > 1: in-flight/answered requests of n samples
+        # a stage's stop flag (SIGTERM/USR2): no new attempt or back-off after it, and a batch gives
+        # its in-flight requests stop_grace_s before it ends (a time-limit signal lead is minutes,
+        # a request's retries could take longer than that)
+        self.stop: Callable[[], bool] = lambda: False
+        self.stop_grace_s = 20.0
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -153,6 +159,7 @@ class LLMClient:
         if not llm.service:
             c = cls.from_config(llm, cache_dir=cache_dir, rate_dir=rate_dir)
             c._fair_share = share
+            c.stop = ctx.stop_requested
             return c
 
         def discover(wait_s: float = 0.0) -> list[Endpoint]:
@@ -165,7 +172,9 @@ class LLMClient:
             raise UserError(f"llm.service: no endpoint of service stage {llm.service!r} appeared within "
                             f"{llm.endpoint_wait_s:.0f} s (is the llm-server stage running? see its logs)")
         cache = ResponseCache(Path(cache_dir) / CACHE_FILE) if (cache_dir is not None and llm.cache) else None
-        return cls(llm, eps, cache, refresh=discover, rate_dir=rate_dir, fair_share=share)
+        c = cls(llm, eps, cache, refresh=discover, rate_dir=rate_dir, fair_share=share)
+        c.stop = ctx.stop_requested
+        return c
 
     @property
     def endpoints(self) -> list[tuple[str, str]]:
@@ -347,6 +356,9 @@ class LLMClient:
         last_error = "not sent"
         async with self._sem:
             while attempts <= self.llm.max_retries:
+                if self.stop():
+                    last_error = STOPPED
+                    break
                 ep, wait = self._pick()
                 if wait > 0:
                     await asyncio.sleep(wait)
@@ -369,7 +381,7 @@ class LLMClient:
                             continue  # another endpoint is up: retry there at once
                     if attempts > self.llm.max_retries:
                         break
-                    await asyncio.sleep(self._backoff(attempts, e.retry_after))
+                    await self._sleep_unless_stopped(self._backoff(attempts, e.retry_after))
                     continue
                 ep.failures_in_row = 0
                 self.usage.succeeded += 1
@@ -379,6 +391,11 @@ class LLMClient:
                 return choices, usage, served, attempts, ""
         self.usage.failures += 1
         return None, {"prompt_tokens": 0, "completion_tokens": 0}, None, attempts, last_error
+
+    async def _sleep_unless_stopped(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stop() and (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(0.5, left))
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -445,7 +462,25 @@ class LLMClient:
                     progress(res)
                 return res
 
-            return list(await asyncio.gather(*(one(r) for r in requests)))
+            tasks = [asyncio.create_task(one(r)) for r in requests]
+            everything = asyncio.gather(*tasks)
+            stopped = False
+            while not everything.done():
+                await asyncio.wait([everything], timeout=0.5)
+                if self.stop() and not everything.done():
+                    await asyncio.wait([everything], timeout=self.stop_grace_s)
+                    for t in tasks:
+                        t.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    stopped = True
+                    break
+            error = everything.exception() if everything.done() and not everything.cancelled() else None
+            if error is not None and not stopped:
+                for t in tasks:
+                    t.cancel()
+                raise error
+            return [t.result() if not t.cancelled() else ChatResult(r.key, None, STOPPED, 0)
+                    for r, t in zip(requests, tasks, strict=True)]
 
     def run_batch(self, requests: list[ChatRequest],
                   progress: Callable[[ChatResult], None] | None = None) -> list[ChatResult]:
