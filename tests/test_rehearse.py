@@ -71,8 +71,13 @@ def test_rehearsal_of_a_paper_preset_on_the_local_cluster(tmp_path, tiny_model):
     run = tmp_path / "skywork-mistral-7b-rehearsal"
     assert r.returncode == 0, f"after {wall:.0f}s\n" + r.stdout[-4000:] + r.stderr[-4000:]
     print(f"rehearsal wall time {wall:.0f} s")
+    check_rehearsal(run, r.stdout + r.stderr)
+
+
+def check_rehearsal(run: Path, output: str) -> None:
+    """Everything a rehearsal must show (also usable on a run made by hand)."""
     # the check ran first (and passed), the changes were listed and recorded
-    assert "skymath check: skywork-mistral-7b-rehearsal on profile local: OK" in r.stderr + r.stdout
+    assert "skymath check: skywork-mistral-7b-rehearsal on profile local: OK" in output
     changes = json.loads((run / "rehearsal.json").read_text())
     limited = {c["key"].split(".")[1] for c in changes if "REAL time limit" in c["why"]}
     assert limited == {"synth-hard", "sft-1"}
@@ -91,7 +96,7 @@ def test_rehearsal_of_a_paper_preset_on_the_local_cluster(tmp_path, tiny_model):
     assert "SIGUSR2: time limit near" in log and "requeueing job" in log, log[-3000:]
     restarted = sorted({int(m) for m in re.findall(r"restart (\d+) on", log)})
     assert restarted[-1] >= 1, log[-3000:]
-    records = [rec for p in sorted((run / "stages" / "synth-hard").glob("shard-*.jsonl")) for rec in read_jsonl(p)]
+    records = [rec for p in sorted((run / "stages" / "synth-hard").glob("shard-?????.jsonl")) for rec in read_jsonl(p)]
     ids = Counter(rec["id"] for rec in records)
     assert records and max(ids.values()) == 1, ids.most_common(3)
     for shard_dir in (run / "stages" / "synth-hard").glob("shard-?????"):
@@ -101,7 +106,7 @@ def test_rehearsal_of_a_paper_preset_on_the_local_cluster(tmp_path, tiny_model):
             final[u["unit"]] = u
         made = Counter(rid for u in final.values() for rid in u.get("records", []))
         assert max(made.values(), default=1) == 1  # no record made by two units
-    kept = {rec["id"] for p in (run / "stages" / "decontam-hard").glob("shard-*.jsonl") for rec in read_jsonl(p)}
+    kept = {rec["id"] for p in (run / "stages" / "decontam-hard").glob("shard-?????.jsonl") for rec in read_jsonl(p)}
     removed = {rec["id"] for p in (run / "stages" / "decontam-hard").glob("*.removed.jsonl") for rec in read_jsonl(p)}
     assert kept | removed == set(ids) and not kept & removed  # downstream sees each record once
 

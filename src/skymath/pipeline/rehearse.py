@@ -35,13 +35,15 @@ REQUEUES = 6  # the rehearsal profile's max_requeues (at least)
 TINY = "tiny:smollm2"
 LLM_STAGE = "llm"
 MAX_SHARDS = 2
-SEEDS = {"seeds": 4, "default": 4}
-SYNTH_MAX_SEEDS = 2  # per synthesis stage; the time-limited one gets twice as many, and 2 samples each
-SYNTH_TOKENS = 40
-SFT_STEPS = 16  # the time-limited SFT stage; the others train a quarter of it
+SEEDS = {"seeds": 8, "default": 6}
+# per synthesis stage: the 135M model yields a record for about one unit in two (MetaMath, Xwin;
+# Evol-Instruct's evolutions rarely pass), and SFT needs a few records
+SYNTH_MAX_SEEDS = 6
+SYNTH_TOKENS = 48
+SFT_STEPS = 12  # the time-limited SFT stage; the others train a third of it
 EVAL_ITEMS = 2
 # Slurm signals `signal_lead_s` before the limit, up to ~30 s early (its timer's resolution)
-SYNTH_LIMIT_AFTER_S = 60  # the time-limited synthesis stage is signalled about this long after it starts
+SYNTH_LIMIT_AFTER_S = 120  # the time-limited synthesis stage is signalled about this long after it starts
 SFT_LIMIT_AFTER_S = 120  # ... and the time-limited SFT stage (it must have trained some steps by then)
 
 
@@ -137,7 +139,7 @@ def rehearse_config(cfg: PipelineConfig, profile_ref: str | None = None) -> tupl
     if users:
         new_stage = {"kind": "llm-server", "depends_on": [], "services": [], "num_shards": 1,
                      "resources": {"gpus": 1, "cpus": 2, "mem_gb": 4, "time": "04:00:00"},
-                     "params": {"model": TINY, "poll_s": 1.0}}
+                     "params": {"model": TINY, "poll_s": 1.0, "enable_sampling": False}}
         ed.set(f"stages.{svc}", new_stage, "a local OpenAI-compatible server (transformers serve, the tiny model) "
                "as a service stage, started before and stopped after its consumers")
         ed.set("llm.service", svc, "every LLM call goes to the local server")
@@ -146,6 +148,8 @@ def rehearse_config(cfg: PipelineConfig, profile_ref: str | None = None) -> tupl
                f"{cfg.llm.reference_price_model})")
         ed.cap("llm.concurrency", 1, "one CPU server answers one request at a time: one in flight per shard")
         ed.cap("llm.max_tokens", SYNTH_TOKENS, "tokens per answer on a CPU server")
+        ed.set("llm.temperature", 0.0, "greedy: the same records on every rehearsal (a CPU server that "
+               "interleaves sampled requests shares one random generator)")
         ed.set("llm.timeout_s", max(cfg.llm.timeout_s, 600.0), "requests queue behind each other on one CPU server")
         for name in users:
             if svc not in stages[name].get("services", []):
@@ -196,15 +200,13 @@ def rehearse_config(cfg: PipelineConfig, profile_ref: str | None = None) -> tupl
 
 def _synth(ed: _Editor, k: str, spec: Any, limited: bool, lead: int) -> None:
     p = spec.params
-    ed.cap(f"{k}.params.max_seeds", SYNTH_MAX_SEEDS * (2 if limited else 1), "seeds per synthesis stage capped")
+    ed.cap(f"{k}.params.max_seeds", SYNTH_MAX_SEEDS, "seeds per synthesis stage capped")
     for kind, v in p.metamath.samples.items():
         if v > 1:
             ed.set(f"{k}.params.metamath.samples.{kind}", 1, "samples per seed capped")
-    want = 2 if limited else 1
     for method, field in (("evol", "trajectories"), ("xwin", "samples")):
-        if getattr(getattr(p, method), field) != want:
-            ed.set(f"{k}.params.{method}.{field}", want,
-                   "samples per seed capped" + (" (enough work to outlast the time limit)" if limited else ""))
+        if getattr(getattr(p, method), field) > 1:
+            ed.set(f"{k}.params.{method}.{field}", 1, "samples per seed capped")
     if p.evol.max_steps > 1:
         ed.set(f"{k}.params.evol.max_steps", 1, "evolution steps capped")
     ed.cap(f"{k}.params.max_tokens", SYNTH_TOKENS, "tokens per answer on a CPU server")
@@ -240,7 +242,7 @@ def _sft(ed: _Editor, k: str, spec: Any, limited: bool, lead: int) -> None:
     ed.set(f"{k}.params.micro_batch_size", 1, "CPU")
     if p.grad_accum is not None:
         ed.set(f"{k}.params.grad_accum", None, "derived from the batch")
-    ed.set(f"{k}.params.max_steps", SFT_STEPS if limited else SFT_STEPS // 4, "optimizer steps capped")
+    ed.set(f"{k}.params.max_steps", SFT_STEPS if limited else SFT_STEPS // 3, "optimizer steps capped")
     if p.bf16:
         ed.set(f"{k}.params.bf16", False, "no GPU: fp32 on CPU")
     ed.set(f"{k}.params.save_steps", 1000, "no periodic checkpoint: the one from the time-limit signal is tested")
