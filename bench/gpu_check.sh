@@ -40,5 +40,13 @@ if [ "$DEVICE" = cuda ] && [ -f .gpu/gsm8k_test.jsonl ]; then
   # equal work per batch size: the same 32 prompts at batch 1, 8 and 32 (issue 16)
   timeout 240 "$PY" bench/eval_gpu.py --model .gpu/smollm2-config --data .gpu/gsm8k_test.jsonl --n 32 --batches 1,8,32 \
     --max-new-tokens 96 2>&1 | grep -v Warning | tee "$OUT/eval_gpu.log"
+  # the same prompts through the hf backend (batched) and the vllm backend (issue 13): RESULT vllm_vs_hf=...
+  if "$PY" -c "import vllm" 2>/dev/null; then
+    timeout 420 "$PY" bench/eval_backends.py --device cuda --model .gpu/smollm2-config --data .gpu/gsm8k_test.jsonl \
+      --n 256 --max-new-tokens 256 --batch-size 64 2>&1 | grep -v Warning | tee "$OUT/eval_backends.log"
+  else
+    echo "eval_backends: vllm is not installed on this GPU machine (no network here; its CUDA wheel is ~336 MB)" \
+      | tee "$OUT/eval_backends.txt"
+  fi
 fi
 grep -h '^RESULT' "$OUT"/*.log
