@@ -236,15 +236,22 @@ class _Child:
     """Talks to `python -m skymath.evaluate.backends.vllm` in a vLLM environment."""
 
     def __init__(self, python: str, model: str, options: dict[str, Any], start_timeout_s: float) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # this very skymath first on the child's path: the same code, even in a vLLM env without skymath
+        # (the child side needs only vLLM and the standard library)
+        src = str(Path(__file__).resolve().parents[3])
+        path = os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
         self.proc = subprocess.Popen([python, "-m", "skymath.evaluate.backends.vllm"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env, text=True, encoding="utf-8",
                                      start_new_session=True)
         self.lines: queue.Queue[dict | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         self.dead: str | None = None
-        self._send({"op": "init", "model": model, "options": options})
-        msg = self._next(start_timeout_s)
+        try:
+            self._send({"op": "init", "model": model, "options": options})
+            msg = self._next(start_timeout_s)
+        except OSError:  # it died at once (not a python with vLLM?)
+            msg = None
         if msg is None or msg.get("event") != "ready":
             why = (msg or {}).get("error") or self._exit_reason()
             self.close()
