@@ -74,6 +74,8 @@ def test_vllm_and_hf_greedy_outputs_compared_by_the_same_grader(compared) -> Non
         if s:  # identical text -> identical extraction and verdicts: one grader, one protocol
             for k in ("pred_strict", "pred_lenient", "correct_strict", "correct_lenient", "pred_paper", "correct_paper"):
                 assert a["meta"].get(k) == b["meta"].get(k), k
+            # and the same tokens counted (hf must not count the padding after a stop string)
+            assert a["meta"]["completion_tokens"] == b["meta"]["completion_tokens"], (a["id"], a["response"][-80:])
     mv = json.loads((run.stage_dir("ev-vllm") / "metrics.json").read_text())
     mh = json.loads((run.stage_dir("ev-hf") / "metrics.json").read_text())
     summary = {"items": len(v), "identical_greedy_outputs": sum(same), "same_completion_tokens": sum(same_count),

@@ -99,6 +99,8 @@ class HFBackend:
             ids = new[row].tolist()[: budgets[i]]
             stop = ids.index(eos) if eos in ids else None
             n_tok = stop + 1 if stop is not None else len(ids)
+            if stop is not None and tok.pad_token_id == eos and self._ends_on_stop_string(ids[:stop]):
+                n_tok = stop  # the row stopped on a stop string: that "eos" is padding, not generated
             if stop is None and tok.pad_token_id is not None and tok.pad_token_id != eos:
                 while n_tok and ids[n_tok - 1] == tok.pad_token_id:  # padding after a stop string
                     n_tok -= 1
@@ -107,6 +109,10 @@ class HFBackend:
             gens.append(Generation(index=i, text=text, prompt_tokens=lengths[i], completion_tokens=n_tok,
                                    finish_reason=finish))
         return gens
+
+    def _ends_on_stop_string(self, ids: list[int]) -> bool:
+        tail = self.tokenizer.decode(ids[-16:], skip_special_tokens=True)
+        return any(s in tail[-(len(s) + 8):] for s in self.stop)
 
     def _stop_criteria(self):
         """Built once: preparing stop strings scans the whole vocabulary (~0.5 s per call)."""

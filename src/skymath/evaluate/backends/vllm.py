@@ -207,7 +207,10 @@ class Engine:
         if on_progress is not None and len(send) < n:
             on_progress(n - len(send))
         if send:
-            params = [SamplingParams(temperature=0.0, max_tokens=budgets[i], stop=self.stop) for i in send]
+            # the stop string stays in the text, as in the hf backend: the paper protocol reads the raw
+            # generation (the runner cuts the frame for the symbolic grader)
+            params = [SamplingParams(temperature=0.0, max_tokens=budgets[i], stop=self.stop,
+                                     include_stop_str_in_output=True) for i in send]
             reqs = [TokensPrompt(prompt_token_ids=ids[i], prompt=prompts[i]) for i in send]
             bar: Any = _progress_factory(on_progress) if on_progress is not None else False
             try:
