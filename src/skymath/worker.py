@@ -110,7 +110,10 @@ def run_shard(run_root: str | Path, stage: str, shard: int, force: bool = False)
 
     try:
         meta = mod.run(ctx) or {}
-        if ctx.stop_requested() and not service:
+        # a cooperative stage returns early on a stop; one that finished all its work anyway (inside
+        # the signal lead) says `complete`, and its shard is done: exit 0, no requeue of finished work
+        finished = bool(meta.pop("complete", False))
+        if ctx.stop_requested() and not service and not finished:
             raise Stopped("stop requested")
         info: dict = {}
         for w in ctx.writers:

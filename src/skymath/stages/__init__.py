@@ -9,7 +9,9 @@ Optional: SERVICE = True (long-running, e.g. llm-server), SINGLE_SHARD = True,
 `check_config(cfg, name, source)` (extra validation at load time, raise UserError),
 `after_shard_done(ctx)` (runs under the stage lock after a shard's `.done` is written;
 used to merge when the last shard completes), `COOPERATIVE_STOP = True` (the stage polls
-ctx.stop_requested() itself instead of being interrupted on SIGTERM/SIGUSR2).
+ctx.stop_requested() itself instead of being interrupted on SIGTERM/SIGUSR2; after a stop the
+worker treats its return as partial unless the returned dict says `"complete": True` — all
+its work finished anyway, so the shard is done and the job is not requeued).
 """
 
 from __future__ import annotations

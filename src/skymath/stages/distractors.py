@@ -99,7 +99,7 @@ def run(ctx) -> dict:
     wanted = [(it, k) for it in items for k in p.counts if vid(it, k) not in writer]
     info: dict = {"problems": len(items), "wanted": len(items) * len(p.counts), "verify": p.verify}
     if not wanted:
-        return info
+        return {**info, "complete": True}
     rejected_path, failures_path = ctx.output_path(".rejected.jsonl"), ctx.output_path(".failures.jsonl")
     tried: dict[str, int] = {}  # rewrites already rejected per variant: the next draws a new sample
     if rejected_path.exists():
@@ -182,7 +182,8 @@ def run(ctx) -> dict:
         key = r["reason"].split(":")[0].split("(")[0].strip()
         reasons[key] = reasons.get(key, 0) + 1
     info.update({"kept": kept, "rejected": len(new_rejections), "rejected_by_reason": reasons,
-                 "given_up": given_up, "failures": len(failures), "usage": client.usage_totals()})
+                 "given_up": given_up, "failures": len(failures), "usage": client.usage_totals(),
+                 "complete": not pending})  # nothing left undrawn: done even if a stop came at the end
     tol = p.failure_tolerance if p.failure_tolerance is not None else ctx.config.llm.failure_tolerance
     if len(failures) > tol * len(wanted):
         raise StageFailed(f"stage {ctx.stage_name} shard {ctx.shard}: {len(failures)} of {len(wanted)} distractor "

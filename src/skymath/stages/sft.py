@@ -159,4 +159,4 @@ def run(ctx: Any) -> dict[str, Any]:
         return {"stopped_at_step": e.step, "checkpoint": e.checkpoint}
     if inprocess:
         shutil.rmtree(ctx.work_dir / "tokenized", ignore_errors=True)  # scratch of this stage only
-    return metrics
+    return {**metrics, "complete": True}  # trained to the end, even if a stop came in the last step

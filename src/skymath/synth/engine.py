@@ -301,9 +301,9 @@ def run_shard(ctx) -> dict[str, Any]:
         "failures_file": failures_file.name,
         "quarantine_file": quarantine_file.name,
     }
-    if ctx.stop_requested():
-        return meta  # the worker sees the stop flag: the partial output stays for the rerun
     unfinished = len(units) - len(final)
+    if ctx.stop_requested() and unfinished:
+        return meta  # the worker sees the stop flag: the partial output stays for the rerun
     tol = llm.failure_tolerance if p.failure_tolerance is None else p.failure_tolerance
     if unfinished or len(failed) > tol * len(units):
         raise StageFailed(
@@ -311,4 +311,4 @@ def run_shard(ctx) -> dict[str, Any]:
             f"({len(failed) / max(1, len(units)):.1%} > tolerance {tol:.1%}); {unfinished} unfinished; "
             f"see {failures_file}; rerun the shard to retry them (successful requests come from the cache)"
         )
-    return meta
+    return {**meta, "complete": True}
