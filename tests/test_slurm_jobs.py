@@ -40,34 +40,46 @@ stages:
   slow:
     kind: support.stage_emit
     shape: cpu-array
+    num_shards: 3
     resources: {mem_gb: 0.5, time: "00:10:00"}
     params: {records_per_shard: 30, delay_s: 0.3}
 """
 
 
-def test_usr2_stops_the_shard_cleanly_then_requeues_and_resumes(tmp_path):
+def test_usr2_stops_one_array_task_cleanly_then_requeues_only_it_and_resumes(tmp_path):
+    """USR2 to the array task that carries the array's own job id (the last task to start: to
+    scontrol that id names the WHOLE array): only that task is requeued and resumes its partial
+    output; the other tasks run once."""
     run, cfg, ex = make_executor(tmp_path, SIG_CFG)
     ex.launch()
     (job,) = job_ids(run)
-    out = run.shard_path("slow", 0)
-    partial = out.with_name(out.name + ".partial")
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not (partial.exists() and len(partial.read_text().splitlines()) >= 3):
+    outs = [run.shard_path("slow", i) for i in range(3)]
+    partials = [o.with_name(o.name + ".partial") for o in outs]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not all(p.exists() and len(p.read_text().splitlines()) >= 3
+                                                  for p in partials):
         time.sleep(0.3)
-    assert partial.exists() and not out.exists(), "the shard never started writing (or finished too fast)"
-    # what Slurm does `signal_lead_s` before the time limit: USR2 to the batch shell only
-    r = subprocess.run(["scancel", "--batch", "--signal=USR2", f"{job}_0"], capture_output=True, text=True)
+    assert all(p.exists() for p in partials) and not any(o.exists() for o in outs), "shards never ran together"
+    q = subprocess.run(["squeue", "-h", "-r", "-j", job, "-o", "%i %A"], capture_output=True, text=True, timeout=60)
+    (task,) = [ln.split()[0].split("_")[1] for ln in q.stdout.splitlines() if ln.split()[1] == job]
+    # what Slurm does `signal_lead_s` before the time limit: USR2 to that task's batch shell only
+    r = subprocess.run(["scancel", "--batch", "--signal=USR2", f"{job}_{task}"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     release_requeued([job], time.monotonic() + 400)  # Slurm would hold the requeued job ~2 min
     wait_jobs([job], timeout_s=400)
-    marker = json.loads(run.done_path("slow", 0).read_text())
+    shard = int(task)
+    marker = json.loads(run.done_path("slow", shard).read_text())
     assert marker["attempt"] == 2  # second attempt after the requeue, resuming the partial output
-    ids = [r.id for r in read_records([out])]
-    assert sorted(ids) == sorted(f"slow-0-{j}" for j in range(30)) and len(ids) == 30
-    attempts = {r.meta["attempt"] for r in read_records([out])}
+    ids = [r.id for r in read_records([outs[shard]])]
+    assert sorted(ids) == sorted(f"slow-{shard}-{j}" for j in range(30)) and len(ids) == 30
+    attempts = {r.meta["attempt"] for r in read_records([outs[shard]])}
     assert attempts == {1, 2}  # records of the first attempt were kept, not rewritten
-    log = open(run.root.resolve() / "logs" / "slow" / f"{job}_0.out").read()
-    assert "SIGUSR2" in log and "requeueing job" in log and "restart 1" in log
+    log = open(run.root.resolve() / "logs" / "slow" / f"{job}_{task}.out").read()
+    assert "SIGUSR2" in log and f"requeueing job {job}_{task}" in log and "restart 1" in log
+    for other in {0, 1, 2} - {shard}:
+        assert json.loads(run.done_path("slow", other).read_text())["attempt"] == 1
+        olog = open(run.root.resolve() / "logs" / "slow" / f"{job}_{other}.out").read()
+        assert "restart 1" not in olog, olog  # never requeued along with the signalled task
 
 
 def test_python_launcher_submits_through_the_one_planner(tmp_path):

@@ -97,9 +97,13 @@ echo "[skymath] $(date '+%F %T') step exited with $skymath_rc" >&2
 # launcher, 140 if USR2 killed it) is requeued to continue where it stopped; once the requeues are
 # used up the job fails (its shard is not done). Any other exit is a real failure: no requeue.
 if [ "$skymath_signalled" = 1 ] && { [ "$skymath_rc" -eq 143 ] || [ "$skymath_rc" -eq 140 ]; }; then
+  # this task only: the array's own id (SLURM_ARRAY_JOB_ID, which the last task to start also has
+  # as its SLURM_JOB_ID) names the WHOLE array to scontrol, so an array task requeues ARRAY_TASK
+  skymath_self="${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}"
+  skymath_self="${skymath_self:-$SLURM_JOB_ID}"
   if [ "${SLURM_RESTART_COUNT:-0}" -lt 3 ]; then
-    echo "[skymath] requeueing job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0} of" 3")" >&2
-    if scontrol requeue "$SLURM_JOB_ID"; then
+    echo "[skymath] requeueing job $skymath_self (restart ${SLURM_RESTART_COUNT:-0} of" 3")" >&2
+    if scontrol requeue "$skymath_self"; then
       exit 0
     fi
     echo "[skymath] scontrol requeue failed: the job ends stopped (resubmit to continue)" >&2
