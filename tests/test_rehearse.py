@@ -69,6 +69,7 @@ def test_rehearsal_of_a_paper_preset_on_the_local_cluster(tmp_path, tiny_model):
                 "--no-watch", "-o", f"run.root={tmp_path}", timeout=1700)
     wall = time.monotonic() - t0
     run = tmp_path / "skywork-mistral-7b-rehearsal"
+    (tmp_path / "rehearsal.out").write_text(r.stdout + "\n--- stderr ---\n" + r.stderr)  # for a failed CI run
     assert r.returncode == 0, f"after {wall:.0f}s\n" + r.stdout[-4000:] + r.stderr[-4000:]
     print(f"rehearsal wall time {wall:.0f} s")
     check_rehearsal(run, r.stdout + r.stderr)
@@ -81,6 +82,9 @@ def check_rehearsal(run: Path, output: str) -> None:
     changes = json.loads((run / "rehearsal.json").read_text())
     limited = {c["key"].split(".")[1] for c in changes if "REAL time limit" in c["why"]}
     assert limited == {"synth-hard", "sft-1"}
+    # after the first stop at the short limit, each requeued job got the preset's limit back
+    for stage in limited:
+        assert re.search(rf"\[rehearsal\] {stage}: job \S+ was stopped by its time limit and requeued", output), stage
 
     # ---- the same graph as the preset, every stage complete ---------------------------------------
     frozen = yaml.safe_load((run / "config.yaml").read_text())["stages"]

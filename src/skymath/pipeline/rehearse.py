@@ -35,15 +35,19 @@ REQUEUES = 6  # the rehearsal profile's max_requeues (at least)
 TINY = "tiny:smollm2"
 LLM_STAGE = "llm"
 MAX_SHARDS = 2
-SEEDS = {"seeds": 8, "default": 6}
+SEEDS = {"seeds": 8, "default": 10}
 # per synthesis stage: the 135M model yields a record for about one unit in two (MetaMath, Xwin;
 # Evol-Instruct's evolutions rarely pass), and SFT needs a few records
 SYNTH_MAX_SEEDS = 6
+SYNTH_LIMITED_SEEDS = 10  # the time-limited synthesis stage: enough work to outlast its first signal
 SYNTH_TOKENS = 48
-SFT_STEPS = 12  # the time-limited SFT stage; the others train a third of it
+SFT_STEPS = 20  # the time-limited SFT stage (more than one attempt can train); the others train a fifth
 EVAL_ITEMS = 2
-# Slurm signals `signal_lead_s` before the limit, up to ~30 s early (its timer's resolution)
-SYNTH_LIMIT_AFTER_S = 120  # the time-limited synthesis stage is signalled about this long after it starts
+# Slurm signals `signal_lead_s` before the limit, up to ~30 s early (its timer's resolution). The first
+# attempt of each time-limited stage is always cut short; once it has been requeued, the rehearsal
+# gives the job its preset time limit back (`scontrol update`, see LimitRestorer), so the rerun
+# finishes however fast or slow the machine is.
+SYNTH_LIMIT_AFTER_S = 60  # the time-limited synthesis stage is signalled about this long after it starts
 SFT_LIMIT_AFTER_S = 120  # ... and the time-limited SFT stage (it must have trained some steps by then)
 
 
@@ -59,6 +63,7 @@ class _Editor:
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = data
         self.changes: list[Change] = []
+        self.restore: dict[str, str] = {}  # time-limited stage -> the preset's time limit
 
     def get(self, key: str, default: Any = None) -> Any:
         cur: Any = self.data
@@ -138,7 +143,7 @@ def rehearse_config(cfg: PipelineConfig, profile_ref: str | None = None) -> tupl
     svc = LLM_STAGE if LLM_STAGE not in stages else LLM_STAGE + SUFFIX
     if users:
         new_stage = {"kind": "llm-server", "depends_on": [], "services": [], "num_shards": 1,
-                     "resources": {"gpus": 1, "cpus": 2, "mem_gb": 4, "time": "04:00:00"},
+                     "resources": {"gpus": 1, "cpus": 1, "mem_gb": 4, "time": "04:00:00"},
                      "params": {"model": TINY, "poll_s": 1.0, "enable_sampling": False}}
         ed.set(f"stages.{svc}", new_stage, "a local OpenAI-compatible server (transformers serve, the tiny model) "
                "as a service stage, started before and stopped after its consumers")
@@ -169,7 +174,8 @@ def rehearse_config(cfg: PipelineConfig, profile_ref: str | None = None) -> tupl
         if spec.kind == "sft":
             _sft(ed, k, spec, name == sft_limited, lead)
             continue
-        ed.cap(f"{k}.resources.cpus", 2, "a 2-core machine")
+        ed.cap(f"{k}.resources.cpus", 1, "a 2-core machine: one thread per process (two torch threads per "
+               "process on a busy 2-core machine were measured 5x slower than one)")
         ed.cap(f"{k}.resources.mem_gb", 4, "a small node")
         if (spec.shape or "").startswith("gpu"):
             ed.cap(f"{k}.resources.gpus", 1, "one (fake) GPU per task")
@@ -192,15 +198,97 @@ def rehearse_config(cfg: PipelineConfig, profile_ref: str | None = None) -> tupl
         elif spec.kind == "coreset":
             if p.batch_size > 64:
                 ed.set(f"{k}.params.batch_size", 64, "CPU embedding")
+    for name, limit in ed.restore.items():
+        ed.changes.append(Change(f"stages.{name}.resources.time", None, limit,
+                                 "after its first requeue the job gets the preset's time limit back "
+                                 "(scontrol update), so the rerun finishes"))
     new = config_from_dict(data, f"{cfg.run.name} (rehearsal)")
     new.run.root = Path(cfg.run.root)
     new.data.root = Path(cfg.data.root)
     return new, ed.changes
 
 
+def restored_limits(changes: list[Change]) -> dict[str, str]:
+    """stage -> time limit its jobs get back after their first requeue."""
+    return {c.key.split(".")[1]: c.new for c in changes if c.old is None and "time limit back" in c.why}
+
+
+class LimitRestorer:
+    """While `run --rehearse --wait` waits: a job of a time-limited stage that Slurm has stopped at
+    its limit and requeued gets the preset's time limit back (`scontrol update JobId=.. TimeLimit=..`,
+    allowed to root / an operator), so its next attempt finishes. The first stop is Slurm's own USR2
+    at the real limit; without this (no --wait, or not allowed) the rerun keeps the short limit and
+    relies on max_requeues."""
+
+    def __init__(self, run_root: Path, limits: dict[str, str], poll_s: float = 2.0) -> None:
+        import threading
+
+        self.ledger = Path(run_root) / "jobs.jsonl"
+        self.limits = limits
+        self.poll_s = poll_s
+        self.done: set[str] = set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="rehearsal-limits", daemon=True)
+
+    def start(self) -> LimitRestorer:
+        if self.limits:
+            self.thread.start()
+        return self
+
+    def _jobs(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        try:
+            lines = self.ledger.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return out
+        for ln in lines:
+            try:
+                e = json.loads(ln)
+            except json.JSONDecodeError:
+                continue
+            if e.get("event") == "submit" and e.get("stage") in self.limits and e.get("role", "stage") == "stage":
+                out[str(e["job_id"])] = e["stage"]
+        return out
+
+    def _loop(self) -> None:
+        while not self.stop.wait(self.poll_s):
+            for job, stage in self._jobs().items():
+                self.check(job, stage)
+
+    def check(self, job: str, stage: str) -> None:
+        import subprocess
+
+        from skymath.preflight.facts import parse_oneliner
+
+        try:
+            r = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return
+        for line in r.stdout.splitlines():
+            d = parse_oneliner(line)
+            jid = d.get("JobId", "")
+            restarts = int(d.get("Restarts", "0") or 0)
+            if not jid or jid in self.done or restarts < 1 or d.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED"):
+                continue
+            limit = self.limits[stage]
+            # an array task by `<array>_<task>`: the bare job id of the task that holds the array's
+            # own id would address every task of the array
+            task = f"{d.get('ArrayJobId')}_{d.get('ArrayTaskId')}" if d.get("ArrayTaskId") else jid
+            u = subprocess.run(["scontrol", "update", f"JobId={task}", f"TimeLimit={limit}"],
+                               capture_output=True, text=True, timeout=30)
+            self.done.add(jid)
+            if u.returncode == 0:
+                print(f"[rehearsal] {stage}: job {task} was stopped by its time limit and requeued "
+                      f"(restart {restarts}); its limit is the preset's {limit} again", flush=True)
+            else:
+                print(f"[rehearsal] {stage}: could not restore the time limit of job {task} "
+                      f"({(u.stderr or u.stdout).strip()}); it reruns with the short limit", flush=True)
+
+
 def _synth(ed: _Editor, k: str, spec: Any, limited: bool, lead: int) -> None:
     p = spec.params
-    ed.cap(f"{k}.params.max_seeds", SYNTH_MAX_SEEDS, "seeds per synthesis stage capped")
+    ed.cap(f"{k}.params.max_seeds", SYNTH_LIMITED_SEEDS if limited else SYNTH_MAX_SEEDS,
+           "seeds per synthesis stage capped" + (" (enough work to outlast the first signal)" if limited else ""))
     for kind, v in p.metamath.samples.items():
         if v > 1:
             ed.set(f"{k}.params.metamath.samples.{kind}", 1, "samples per seed capped")
@@ -219,14 +307,14 @@ def _synth(ed: _Editor, k: str, spec: Any, limited: bool, lead: int) -> None:
             ed.set(f"{k}.params.{key}", val, "the 135M model cannot pass the paper's quality filters: "
                    "without this nothing would reach training")
     if limited:
+        ed.restore[k.split(".")[1]] = spec.resources.time
         ed.set(f"{k}.resources.time", _minutes(lead + SYNTH_LIMIT_AFTER_S),
                f"REAL time limit: USR2 about {SYNTH_LIMIT_AFTER_S} s after start (signal_lead_s {lead}); the "
                "shard keeps its partial output, the job requeues and resumes")
         ed.set(f"{k}.params.failure_tolerance", 0.5, "requests cut by the stop are retried after the requeue")
-        grace = max(p.stop_grace_s, float(lead - 30))
-        if grace != p.stop_grace_s:
-            ed.set(f"{k}.params.stop_grace_s", grace, "in-flight requests queue behind others on one CPU server: "
-                   "let them finish (and be cached) within the signal lead")
+        if p.stop_grace_s > 5:
+            ed.set(f"{k}.params.stop_grace_s", 5.0, "units in flight at the signal are cut (and redone after the "
+                   "requeue) rather than waited for: the first attempt stops even on a fast machine")
 
 
 def _sft(ed: _Editor, k: str, spec: Any, limited: bool, lead: int) -> None:
@@ -242,7 +330,7 @@ def _sft(ed: _Editor, k: str, spec: Any, limited: bool, lead: int) -> None:
     ed.set(f"{k}.params.micro_batch_size", 1, "CPU")
     if p.grad_accum is not None:
         ed.set(f"{k}.params.grad_accum", None, "derived from the batch")
-    ed.set(f"{k}.params.max_steps", SFT_STEPS if limited else SFT_STEPS // 3, "optimizer steps capped")
+    ed.set(f"{k}.params.max_steps", SFT_STEPS if limited else SFT_STEPS // 5, "optimizer steps capped")
     if p.bf16:
         ed.set(f"{k}.params.bf16", False, "no GPU: fp32 on CPU")
     ed.set(f"{k}.params.save_steps", 1000, "no periodic checkpoint: the one from the time-limit signal is tested")
@@ -255,6 +343,7 @@ def _sft(ed: _Editor, k: str, spec: Any, limited: bool, lead: int) -> None:
     if getattr(p, "eval_steps", None):
         ed.set(f"{k}.params.eval_steps", None, "validation at the end only")
     if limited:
+        ed.restore[k.split(".")[1]] = spec.resources.time
         ed.set(f"{k}.resources.time", _minutes(lead + SFT_LIMIT_AFTER_S),
                f"REAL time limit: USR2 about {SFT_LIMIT_AFTER_S} s after start (signal_lead_s {lead}); the ranks "
                "save a checkpoint, the job requeues and training continues from it")
@@ -331,5 +420,6 @@ def rehearse_run(cfg: PipelineConfig, profile_ref: str | None, dry_run: bool = F
     except OSError as e:
         raise UserError(f"run.root: cannot write the rehearsal's profile into {run.root}: {e.strerror or e}") from None
     new.cluster.profile = str(path)
-    del dry_run  # a dry run renders its scripts into the run directory as well
+    if not dry_run:  # a dry run renders its scripts into the run directory as well, nothing else
+        LimitRestorer(run.root, restored_limits(changes)).start()
     return run, new
