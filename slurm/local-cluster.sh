@@ -214,6 +214,7 @@ EOC
   else
     [ -f "$CONF_DIR/cgroup.conf" ] || echo "CgroupPlugin=autodetect" >"$CONF_DIR/cgroup.conf"
   fi
+  return 0  # an unchanged last file is not a failure (set -e would end `up` here without a word)
 }
 
 stop_pidfile() {  # stop_pidfile NAME PIDFILE

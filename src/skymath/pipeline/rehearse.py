@@ -41,7 +41,7 @@ SEEDS = {"seeds": 8, "default": 10}
 SYNTH_MAX_SEEDS = 6
 SYNTH_LIMITED_SEEDS = 10  # the time-limited synthesis stage: enough work to outlast its first signal
 SYNTH_TOKENS = 48
-SFT_STEPS = 20  # the time-limited SFT stage (more than one attempt can train); the others train a fifth
+SFT_STEPS = 30  # the time-limited SFT stage: its first attempt never finishes them; the others train a fifth
 EVAL_ITEMS = 2
 # Slurm signals `signal_lead_s` before the limit, up to ~30 s early (its timer's resolution). The first
 # attempt of each time-limited stage is always cut short; once it has been requeued, the rehearsal
