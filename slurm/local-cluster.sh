@@ -41,6 +41,9 @@ PACKAGES=(slurm-wlm slurmdbd munge mariadb-server)
 
 log() { echo "[local-cluster] $*" >&2; }
 die() { log "error: $*"; exit 1; }
+# Under `set -e` a failing command ends the script without a word; say which one (and where).
+set -E
+trap 'rc=$?; log "error: line $LINENO: \`$BASH_COMMAND\` exited $rc"' ERR
 
 need_root() { [ "$(id -u)" = 0 ] || die "must run as root (it starts system daemons)"; }
 
@@ -108,7 +111,8 @@ start_mariadb() {
   fi
   if ! mysqladmin ping >/dev/null 2>&1; then
     log "starting MariaDB"
-    (cd / && setsid nohup mysqld_safe --user=mysql >/var/log/skymath-mysqld_safe.log 2>&1 &)
+    # every fd redirected: a daemon must not hold the caller's stdout (`up | tail` would never end)
+    (cd / && exec setsid nohup mysqld_safe --user=mysql) </dev/null >/var/log/skymath-mysqld_safe.log 2>&1 &
     wait_for 60 "MariaDB" mysqladmin ping
   fi
   if [ ! -s "$DB_PASS_FILE" ]; then
