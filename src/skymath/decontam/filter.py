@@ -185,16 +185,7 @@ class Decontaminator:
             cand = np.flatnonzero(hi > lo)
             hits, where = _lookup(ix.exact_hashes, span_hashes(s, lo[cand], hi[cand]))
             for r, j in zip(cand[hits].tolist(), where.tolist(), strict=True):
-                sample = tb.words(int(lo[r]), int(hi[r]))
-                hv = ix.exact_hashes[j]
-                while j < len(ix.exact_hashes) and ix.exact_hashes[j] == hv:
-                    item = int(ix.exact_items[j])
-                    if ix.text_words(2 * item) == sample:
-                        it = ix.items[item]
-                        out[r] = Match(it.benchmark, it.test_id, "exact_problem", "problem", "problem",
-                                       " ".join(sample))
-                        break
-                    j += 1
+                out[r] = self._verify_exact(tb.words(int(lo[r]), int(hi[r])), j)
         h = window_hashes(s, n)
         cand = ix.maybe_present(h)
         hits, where = _lookup(ix.hashes, h[cand])
@@ -230,16 +221,7 @@ class Decontaminator:
             cand = np.flatnonzero(r.n_words[0::2] > 0)
             hits, where = _lookup(ix.exact_hashes, r.exact[0::2][cand])
             for i, j in zip(cand[hits].tolist(), where.tolist(), strict=True):
-                sample = words(problems[i])
-                hv = ix.exact_hashes[j]
-                while j < len(ix.exact_hashes) and ix.exact_hashes[j] == hv:
-                    item = int(ix.exact_items[j])
-                    if ix.text_words(2 * item) == sample:
-                        it = ix.items[item]
-                        out[i] = Match(it.benchmark, it.test_id, "exact_problem", "problem", "problem",
-                                       " ".join(sample))
-                        break
-                    j += 1
+                out[i] = self._verify_exact(words(problems[i]), j)
         hits, where = _lookup(ix.hashes, r.hash)
         if len(hits) == 0:
             return out
@@ -258,6 +240,18 @@ class Decontaminator:
                     out[i] = m
                     break
         return out
+
+    def _verify_exact(self, sample: list[str], j: int) -> Match | None:
+        """The test problems with this problem's hash (from position j): the first with the same words."""
+        ix = self.index
+        hv = ix.exact_hashes[j]
+        while j < len(ix.exact_hashes) and ix.exact_hashes[j] == hv:
+            item = int(ix.exact_items[j])
+            if ix.text_words(2 * item) == sample:
+                it = ix.items[item]
+                return Match(it.benchmark, it.test_id, "exact_problem", "problem", "problem", " ".join(sample))
+            j += 1
+        return None
 
     def _verify(self, r: fastscan.ScanResult, k: int, j: int) -> Match | None:
         """The index entries with window k's hash (from position j): the first with the same words."""
