@@ -267,3 +267,23 @@ def test_status_is_scoped_retried_and_unknown_never_missing_then_cancel(tmp_path
 def _cancel(run_root, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "skymath", "cancel", str(run_root), *args], capture_output=True,
                           text=True, timeout=300)
+
+
+def test_local_cluster_up_again_is_a_no_op_that_keeps_queued_jobs(tmp_path):
+    """`up` on a running cluster with an unchanged configuration succeeds and keeps the queue (it
+    once ended with exit 1 and no message there: `set -e` and a function's last `cmp`)."""
+    if os.geteuid() != 0:
+        pytest.fail("slurm/local-cluster.sh runs as root (as .ci/run does)")
+    held = subprocess.run(["sbatch", "--parsable", "--hold", "--job-name=skymath-up-noop", "--time=1",
+                           f"--output={tmp_path}/%j.out", "--wrap=true"], capture_output=True, text=True, check=True)
+    job = held.stdout.strip().split(";")[0]
+    try:
+        script = os.path.join(os.path.dirname(__file__), "..", "slurm", "local-cluster.sh")
+        r = subprocess.run(["bash", script, "up"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "error" not in r.stderr and "up: cluster" in r.stderr
+        assert "stopping slurmctld" not in r.stderr  # nothing changed: nothing restarted
+        q = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True, check=True)
+        assert q.stdout.strip() == "PENDING"
+    finally:
+        subprocess.run(["scancel", job], check=False)
