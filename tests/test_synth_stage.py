@@ -109,7 +109,8 @@ def test_sigkill_mid_run_then_rerun_exact_ids_nothing_resent(tmp_path):
         log = open(tmp_path / "worker.log", "wb")
         proc["p"] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         proc["p"].wait(240)
-        assert killed.is_set() and proc["p"].returncode == -signal.SIGKILL
+        # the server thread sets `killed` after ITS wait: the main thread may reap the worker first
+        assert killed.wait(30) and proc["p"].returncode == -signal.SIGKILL
         assert not run.is_done("synth", 0)
         assert subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=240).returncode == 0
     ids = _ids(run)

@@ -15,6 +15,7 @@ the planner would submit (their rendered scripts) and the cluster's own answers:
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
@@ -163,6 +164,6 @@ def format_table(res: CheckResult, title: str, width: int | None = None) -> str:
     for p in res.problems:
         table.add_row(p.stage, p.problem, p.fix)
     width = width or min(160, shutil.get_terminal_size((140, 24)).columns)
-    console = Console(width=width, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console = Console(width=width, record=True, file=io.StringIO())
     console.print(table)
     return console.export_text()
