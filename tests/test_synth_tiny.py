@@ -5,13 +5,10 @@ method producing well-formed records, and the server stopping when its consumer 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 
 import pytest
-from support.synth_helpers import make_run, read_jsonl, real_seeds
+from support.synth_helpers import make_run, read_jsonl, real_seeds, start_service_worker, stop_service_worker
 
 from skymath.worker import run_shard
 
@@ -29,16 +26,9 @@ def served(tmp_path_factory, tiny_model):
                    extra_stages={"server": {"kind": "llm-server",
                                             "params": {"model": "tiny:smollm2", "poll_s": 0.5}}},
                    services=["server"])
-    log = open(tmp / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "skymath.worker", str(run.root), "server", "0"],
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = start_service_worker(run, "server", tmp / "server.log")
     yield run, proc
-    if proc.poll() is None:
-        (run.service_dir("server") / "STOP").write_text("")
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    stop_service_worker(run, "server", proc)
 
 
 def test_server_publishes_its_endpoint(served):

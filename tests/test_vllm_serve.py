@@ -12,10 +12,7 @@ for alone, counted once too."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -23,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from support.fault_server import FaultServer
-from support.synth_helpers import make_run, read_jsonl, real_seeds
+from support.synth_helpers import make_run, read_jsonl, real_seeds, start_service_worker, stop_service_worker
 
 from skymath.worker import run_shard
 
@@ -61,20 +58,13 @@ def served(tmp_path_factory, tiny_model):
                                                 "params": {**PARAMS, "max_seeds": 1, "mix": {"metamath": 1},
                                                            "metamath": {"samples": {"answer_aug": 1}}}}},
                    services=["server"])
-    log = open(tmp / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "skymath.worker", str(run.root), "server", "0"],
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = start_service_worker(run, "server", tmp / "server.log")
     path = run.service_dir("server") / "endpoint-0.json"
     deadline = time.monotonic() + 900
     while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
     yield run, proc, tmp
-    if proc.poll() is None:
-        (run.service_dir("server") / "STOP").write_text("")
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    stop_service_worker(run, "server", proc)
 
 
 def test_vllm_serve_runs_the_gpu_command_line_minus_the_gpu_flags(served) -> None:

@@ -91,3 +91,26 @@ def synth_responder(body: dict) -> str:
     problem = _between(prompt, "\nProblem: ", "\nSolution:")
     nums = re.findall(r"\d+", problem)
     return f"We read the problem carefully ({h}).\nCombining the quantities gives the result.\nThe answer is {nums[-1] if nums else 7}"
+
+
+def start_service_worker(run, stage: str, log_path):
+    """A service stage's shard 0 as its own worker process (offline, as on a compute node)."""
+    import os
+    import subprocess
+    import sys
+
+    log = open(log_path, "wb")  # noqa: SIM115 - the child writes to it until it is stopped
+    return subprocess.Popen([sys.executable, "-m", "skymath.worker", str(run.root), stage, "0"],
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def stop_service_worker(run, stage: str, proc) -> None:
+    """Ask the service to stop (its STOP file), as the stop job does; kill it after 60 s."""
+    import subprocess
+
+    if proc.poll() is None:
+        (run.service_dir(stage) / "STOP").write_text("")
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
