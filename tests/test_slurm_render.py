@@ -19,6 +19,7 @@ from skymath.config.schema import SHAPES, StageSpec
 from skymath.errors import UserError
 from skymath.executors.render import check_time, job_spec, render_script, render_stop_job, shell_vars
 from skymath.executors.slurm import compress_indices, expand_indices, split_array
+from skymath.paths import default_data_root
 
 EVIL = ["x$(touch {p})", "a; touch {p}", "`touch {p}`", "'; touch {p}; '", 'q"$(touch {p})"', "b\\ touch {p}&"]
 
@@ -411,8 +412,12 @@ def test_golden_scripts_of_the_mistral_preset_with_the_example_profile(tmp_path,
     is a change on every real cluster: review the diff, then SKYMATH_UPDATE_GOLDEN=1 to accept."""
     _, jobs = _plan_preset(tmp_path, "skywork-mistral-7b", _profile_file(tmp_path))
     job = jobs[key]
-    text = (job.script.read_text().replace(str(job.script.parent), "/RUN/slurm/LAUNCH")
-            .replace(str((tmp_path / "runs").resolve()), "/RUNS").replace(str(Path.cwd()), "/CWD"))
+    text = job.script.read_text().replace(str(job.script.parent), "/RUN/slurm/LAUNCH")
+    text = text.replace(str((tmp_path / "runs").resolve()), "/RUNS")
+    # the data root is ../shared/data beside the checkout: where the checkout lives differs per machine
+    for data in {str(default_data_root().resolve()), str(default_data_root())}:
+        text = text.replace(data, "/DATA")
+    text = text.replace(str(Path.cwd()), "/CWD")
     golden = GOLDEN / f"example-mistral-{key}.sh"
     if os.environ.get("SKYMATH_UPDATE_GOLDEN"):
         golden.write_text(text)
