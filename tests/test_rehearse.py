@@ -56,6 +56,21 @@ def test_rehearsal_dry_run_keeps_the_preset_graph_and_lists_its_changes(tmp_path
     assert not (run / "config.yaml").exists()  # a dry run freezes nothing
 
 
+@pytest.mark.parametrize("preset", PAPER, ids=[p.stem for p in PAPER])
+def test_the_time_limited_stages_get_the_presets_limit_back(tmp_path, preset):
+    """What LimitRestorer restores after the first requeue: exactly the two time-limited stages, each
+    to its preset's own limit (not the short one the rehearsal gave it)."""
+    from skymath.config.load import load_config
+    from skymath.pipeline.rehearse import rehearse_config, restored_limits
+
+    cfg = load_config(preset, [f"run.root={tmp_path}"])
+    new, changes = rehearse_config(cfg, "local")
+    limits = restored_limits(changes)
+    assert set(limits) == {"synth-hard", "sft-1"}
+    for stage, limit in limits.items():
+        assert limit == cfg.stages[stage].resources.time != new.stages[stage].resources.time
+
+
 def _slurm_log(run: Path, stage: str) -> str:
     return "\n".join(p.read_text(errors="replace") for p in sorted((run / "logs" / stage).glob("*_*.out")))
 

@@ -49,6 +49,7 @@ EVAL_ITEMS = 2
 # finishes however fast or slow the machine is.
 SYNTH_LIMIT_AFTER_S = 60  # the time-limited synthesis stage is signalled about this long after it starts
 SFT_LIMIT_AFTER_S = 120  # ... and the time-limited SFT stage (it must have trained some steps by then)
+RESTORE_WHY = "after its first requeue the job gets the preset's time limit back (scontrol update), so the rerun finishes"
 
 
 @dataclass
@@ -199,9 +200,7 @@ def rehearse_config(cfg: PipelineConfig, profile_ref: str | None = None) -> tupl
             if p.batch_size > 64:
                 ed.set(f"{k}.params.batch_size", 64, "CPU embedding")
     for name, limit in ed.restore.items():
-        ed.changes.append(Change(f"stages.{name}.resources.time", None, limit,
-                                 "after its first requeue the job gets the preset's time limit back "
-                                 "(scontrol update), so the rerun finishes"))
+        ed.changes.append(Change(f"stages.{name}.resources.time", None, limit, RESTORE_WHY))
     new = config_from_dict(data, f"{cfg.run.name} (rehearsal)")
     new.run.root = Path(cfg.run.root)
     new.data.root = Path(cfg.data.root)
@@ -210,7 +209,7 @@ def rehearse_config(cfg: PipelineConfig, profile_ref: str | None = None) -> tupl
 
 def restored_limits(changes: list[Change]) -> dict[str, str]:
     """stage -> time limit its jobs get back after their first requeue."""
-    return {c.key.split(".")[1]: c.new for c in changes if c.old is None and "time limit back" in c.why}
+    return {c.key.split(".")[1]: c.new for c in changes if c.why == RESTORE_WHY}
 
 
 class LimitRestorer:
@@ -267,22 +266,26 @@ class LimitRestorer:
         for line in r.stdout.splitlines():
             d = parse_oneliner(line)
             jid = d.get("JobId", "")
-            restarts = int(d.get("Restarts", "0") or 0)
+            restarts = int(d.get("Restarts", "0")) if d.get("Restarts", "0").isdigit() else 0
             if not jid or jid in self.done or restarts < 1 or d.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED"):
                 continue
             limit = self.limits[stage]
             # an array task by `<array>_<task>`: the bare job id of the task that holds the array's
             # own id would address every task of the array
             task = f"{d.get('ArrayJobId')}_{d.get('ArrayTaskId')}" if d.get("ArrayTaskId") else jid
-            u = subprocess.run(["scontrol", "update", f"JobId={task}", f"TimeLimit={limit}"],
-                               capture_output=True, text=True, timeout=30)
+            try:  # this thread must not die on a slow controller: the job then keeps the short limit
+                u = subprocess.run(["scontrol", "update", f"JobId={task}", f"TimeLimit={limit}"],
+                                   capture_output=True, text=True, timeout=30)
+                rc, why = u.returncode, (u.stderr or u.stdout).strip()
+            except (OSError, subprocess.TimeoutExpired) as e:
+                rc, why = 1, str(e)
             self.done.add(jid)
-            if u.returncode == 0:
+            if rc == 0:
                 print(f"[rehearsal] {stage}: job {task} was stopped by its time limit and requeued "
                       f"(restart {restarts}); its limit is the preset's {limit} again", flush=True)
             else:
                 print(f"[rehearsal] {stage}: could not restore the time limit of job {task} "
-                      f"({(u.stderr or u.stdout).strip()}); it reruns with the short limit", flush=True)
+                      f"({why}); it reruns with the short limit", flush=True)
 
 
 def _synth(ed: _Editor, k: str, spec: Any, limited: bool, lead: int) -> None:
